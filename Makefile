@@ -1,0 +1,50 @@
+# smmuv3-kernel: `make run` boots it in QEMU, `make test` runs every test.
+HOST      := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+TARGET    := aarch64-unknown-none
+PROFILE   := release
+ELF_OUT   := target/$(TARGET)/$(PROFILE)/smmuv3-kernel
+BUILD     := build
+BOARD     ?= qemu-virt
+BOOTARGS  ?=
+OBJCOPY   := $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
+
+.PHONY: all setup build run test host-test dt-report clippy fmt clean
+
+all: build
+
+setup:
+	@bash .ci/setup
+
+build:
+	@command -v rustup >/dev/null && (rustup target list --installed | grep -qx $(TARGET) || bash .ci/setup) || true
+	cargo build --release --features kernel --bin smmuv3-kernel
+	@mkdir -p $(BUILD)
+	cp $(ELF_OUT) $(BUILD)/kernel.elf
+	$(OBJCOPY) -O binary $(BUILD)/kernel.elf $(BUILD)/kernel.bin
+	@echo "built $(BUILD)/kernel.bin ($$(stat -c %s $(BUILD)/kernel.bin) bytes)"
+
+run: setup build
+	@args=$$(grep -v '^#' boards/$(BOARD)/qemu.args | tr '\n' ' '); \
+	echo "$$args -kernel $(BUILD)/kernel.bin -append \"$(BOOTARGS)\""; \
+	$$args -kernel $(BUILD)/kernel.bin -append "$(BOOTARGS)"
+
+test: setup build
+	python3 tests/run.py
+
+host-test:
+	cargo test --lib --target $(HOST)
+
+dt-report:
+	@test -n "$(DTB)" || { echo "usage: make dt-report DTB=<file.dtb>"; exit 2; }
+	@cargo run -q --features std --target $(HOST) --bin dt-report -- $(DTB)
+
+clippy:
+	cargo clippy --features kernel --bins --lib -- -D warnings
+	cargo clippy --features std --target $(HOST) --lib --bins --tests -- -D warnings
+
+fmt:
+	cargo fmt --check
+
+clean:
+	cargo clean
+	rm -rf $(BUILD)

@@ -1,0 +1,97 @@
+//! The kernel's boot story, start to finish: enter, relocate, turn the MMU on, read
+//! the device tree, bring up memory and the console, report, run the tests, exit.
+#![no_std]
+#![no_main]
+
+use core::arch::global_asm;
+use kernel::arch::{self, mmu};
+use kernel::bootargs::BootArgs;
+use kernel::mm::layout::{self, Span};
+use kernel::mm::{frames, heap};
+use kernel::{boot, console, dt, kprintln, report, selftest};
+
+global_asm!(include_str!("arch/aarch64/entry.S"));
+global_asm!(include_str!("arch/aarch64/vectors.S"));
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Heap growth once RAM is known (the bootstrap arena only has to read the DT).
+const HEAP_BYTES: u64 = 64 << 20;
+
+/// Called by `entry.S` at EL1 with the MMU off, BSS zeroed and relocations applied.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) -> ! {
+    // 1. What the loader gave us: the image span and the DTB span (its header says its size).
+    let (img_start, img_end) = (&raw const __image_start as u64, &raw const __image_end as u64);
+    let dtb_size = boot::fdt_total_size(dtb as *const u8).unwrap_or(0);
+    boot::record(load, img_end - img_start, dtb, dtb_size as u64, entry_el as u8, bad_relocs);
+
+    // 2. MMU and caches on, knowing only the image and the DTB as RAM.
+    let mut early = mmu::RamRanges::new();
+    let ok = early.add(img_start, img_end - img_start).is_ok() && early.add(dtb, dtb_size as u64).is_ok();
+    // SAFETY: boot CPU, MMU off, the ranges cover the running image, stack and DTB.
+    if !ok || unsafe { mmu::enable(&early, (img_start, img_end - img_start)) }.is_err() {
+        arch::exit::exit(4);
+    }
+    heap::init_bootstrap();
+    console::enable_locking();
+
+    // 3. The device tree, typed. Without it there is no console: exit with a code.
+    // SAFETY: the loader passed a DTB of `dtb_size` bytes at `dtb`, mapped as RAM.
+    let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, dtb_size) };
+    let Ok(platform) = dt::describe(blob) else { arch::exit::exit(5) };
+    if let Some(c) = &platform.console {
+        if c.kind == dt::ConsoleKind::Pl011 {
+            console::set_uart(console::UartKind::Pl011, c.base);
+        }
+    }
+    arch::exit::set_psci_conduit(platform.psci.as_ref().map(|p| match p.method {
+        dt::PsciMethod::Hvc => arch::exit::Conduit::Hvc,
+        dt::PsciMethod::Smc => arch::exit::Conduit::Smc,
+    }));
+    let args = BootArgs::new(platform.chosen.bootargs.as_deref().unwrap_or(""));
+    kprintln!("\nsmmuv3-kernel {} booting", env!("CARGO_PKG_VERSION"));
+
+    // 4. RAM from the memory nodes: final CPU map, page frames, a bigger heap.
+    let mut ram = mmu::RamRanges::new();
+    for m in &platform.memory {
+        if ram.add(m.base, m.size).is_err() {
+            kprintln!("warning: too many memory ranges, {:#x}+{:#x} left out", m.base, m.size);
+        }
+    }
+    let _ = ram.add(img_start, img_end - img_start);
+    // SAFETY: MMU on; the new map still covers the image, stack, DTB and heap.
+    if let Err(e) = unsafe { mmu::switch_final(&ram) } {
+        kprintln!("error: final memory map: {e}");
+        arch::exit::exit(6);
+    }
+    let spans: alloc::vec::Vec<Span> = platform.memory.iter().map(|m| Span::new(m.base, m.size)).collect();
+    let mut holes = alloc::vec![Span::new(img_start, img_end - img_start), Span::new(dtb, dtb_size as u64)];
+    holes.extend(platform.reserved.iter().map(|r| Span::new(r.base, r.size)));
+    let lo = spans.iter().map(|s| s.start).min().unwrap_or(0);
+    let hi = spans.iter().map(|s| s.end).max().unwrap_or(0);
+    boot::set_ram_span(lo, hi);
+    let mut free = layout::usable(&spans, &holes, kernel::mm::PAGE_SIZE);
+    // The heap takes the first piece that is big enough; the rest are page frames.
+    if let Some(i) = free.iter().position(|s| s.len() >= 2 * HEAP_BYTES) {
+        let s = free[i];
+        // SAFETY: the span is free RAM (memory minus image, DTB and reservations),
+        // mapped normal by the final map, and handed to nothing else.
+        unsafe { heap::grow(s.start as usize, HEAP_BYTES as usize) };
+        free[i].start += HEAP_BYTES;
+    }
+    for s in &free {
+        frames::add(*s);
+    }
+
+    // 5. What we found, then the tests.
+    report::print(&platform, &args);
+    let summary = selftest::run(&platform, &args);
+    kprintln!("{summary}");
+    arch::exit::exit(if summary.failed == 0 { 0 } else { 1 })
+}
+
+extern crate alloc;

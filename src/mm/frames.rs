@@ -1,0 +1,57 @@
+//! Page frames for tables, queues and DMA buffers: physically contiguous,
+//! naturally aligned power-of-two blocks from a buddy allocator. Counts are kept
+//! so tests can prove nothing leaked.
+
+use super::PAGE_SIZE;
+use super::layout::Span;
+use buddy_system_allocator::FrameAllocator;
+use spin::Mutex;
+
+struct Frames {
+    alloc: FrameAllocator<32>,
+    free_pages: u64,
+    total_pages: u64,
+}
+
+static FRAMES: Mutex<Frames> =
+    Mutex::new(Frames { alloc: FrameAllocator::new(), free_pages: 0, total_pages: 0 });
+
+/// Hand `span` (page aligned) to the frame allocator.
+pub fn add(span: Span) {
+    let mut f = FRAMES.lock();
+    let (s, e) = ((span.start / PAGE_SIZE) as usize, (span.end / PAGE_SIZE) as usize);
+    if s < e {
+        f.alloc.add_frame(s, e);
+        f.free_pages += (e - s) as u64;
+        f.total_pages += (e - s) as u64;
+    }
+}
+
+/// `pages` (rounded up to a power of two) contiguous zeroed pages, aligned to their
+/// size. Returns the physical (== virtual) address.
+pub fn alloc_zeroed(pages: usize) -> Option<u64> {
+    let n = pages.max(1).next_power_of_two();
+    let pa = {
+        let mut f = FRAMES.lock();
+        let frame = f.alloc.alloc(n)?;
+        f.free_pages -= n as u64;
+        frame as u64 * PAGE_SIZE
+    };
+    // SAFETY: the frames were just allocated to us and are identity-mapped RAM.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, n * PAGE_SIZE as usize) };
+    Some(pa)
+}
+
+/// Give back pages from `alloc_zeroed` (same `pages`).
+pub fn free(pa: u64, pages: usize) {
+    let n = pages.max(1).next_power_of_two();
+    let mut f = FRAMES.lock();
+    f.alloc.dealloc((pa / PAGE_SIZE) as usize, n);
+    f.free_pages += n as u64;
+}
+
+/// (free pages, total pages).
+pub fn stats() -> (u64, u64) {
+    let f = FRAMES.lock();
+    (f.free_pages, f.total_pages)
+}

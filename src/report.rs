@@ -1,0 +1,112 @@
+//! The boot report: what the kernel found, in words a person reads at a glance.
+
+use crate::arch::{self, mmu, timer};
+use crate::bootargs::BootArgs;
+use crate::dt::Platform;
+use crate::kprintln;
+use crate::mm::{PAGE_SIZE, frames, heap};
+
+fn mib(b: u64) -> u64 {
+    b >> 20
+}
+
+pub fn print(p: &Platform, args: &BootArgs) {
+    let bi = crate::boot_info();
+    let midr = arch::midr();
+    kprintln!("== platform report ==");
+    kprintln!(
+        "cpu:      {} (MIDR {:#010x}), MPIDR {:#x}, PA {} bits, timer {} Hz",
+        arch::cpu_name(midr),
+        midr,
+        arch::mpidr() & 0xff_00ff_ffff,
+        mmu::pa_bits(),
+        timer::freq()
+    );
+    kprintln!("el:       entered at EL{}, running at EL{}", bi.entry_el, arch::current_el());
+    kprintln!(
+        "image:    loaded at {:#x}, {} KiB (file + bss + stack), mmu {}",
+        bi.load_addr,
+        bi.image_size >> 10,
+        if mmu::mmu_enabled() { "on, caches on" } else { "off" }
+    );
+    kprintln!("dtb:      at {:#x}, {} bytes; bootargs \"{}\"", bi.dtb, bi.dtb_size, args.raw());
+    for m in &p.memory {
+        kprintln!("memory:   {:#x}..{:#x} ({} MiB)", m.base, m.base + m.size, mib(m.size));
+    }
+    for r in &p.reserved {
+        kprintln!(
+            "reserved: {:#x}..{:#x} {}{}",
+            r.base,
+            r.base + r.size,
+            r.node,
+            if r.no_map { " (no-map)" } else { "" }
+        );
+    }
+    let (free, total) = frames::stats();
+    let (hused, htotal) = heap::stats();
+    kprintln!(
+        "frames:   {} MiB free of {} MiB; heap {} KiB used of {} MiB",
+        mib(free * PAGE_SIZE),
+        mib(total * PAGE_SIZE),
+        hused >> 10,
+        htotal >> 20
+    );
+    match &p.console {
+        Some(c) => kprintln!("console:  {} {:?} at {:#x}", c.node, c.kind, c.base),
+        None => kprintln!("console:  none found in /chosen/stdout-path"),
+    }
+    match &p.gic {
+        Some(g) => {
+            kprintln!("gic:      GICv{} {} distributor {:#x}", g.version, g.node, g.dist_base);
+            for r in &g.redist {
+                kprintln!("          redistributors {:#x}+{:#x}", r.base, r.size);
+            }
+            for its in &g.its {
+                kprintln!("          ITS {} at {:#x}", its.node, its.base);
+            }
+        }
+        None => kprintln!("gic:      none"),
+    }
+    if p.smmus.is_empty() {
+        kprintln!("smmu:     no arm,smmu-v3 in the device tree (IOMMU absent: DMA goes direct)");
+    }
+    for s in &p.smmus {
+        let irqs: alloc::vec::Vec<&str> = s.irqs.iter().map(|(n, _)| n.as_str()).collect();
+        kprintln!(
+            "smmu:     {} at {:#x}+{:#x}, {}, {}, irqs [{}]{}",
+            s.node,
+            s.base,
+            s.size,
+            if s.enabled { "enabled" } else { "DISABLED in DT" },
+            if s.coherent { "dma-coherent" } else { "non-coherent" },
+            irqs.join(", "),
+            if s.quirks.is_empty() { alloc::string::String::new() } else { alloc::format!(", quirks {:?}", s.quirks) }
+        );
+    }
+    for h in &p.pci_hosts {
+        kprintln!(
+            "pci:      {} ECAM {:#x}+{:#x}, buses {}..{}",
+            h.node,
+            h.ecam_base,
+            h.ecam_size,
+            h.bus_range.0,
+            h.bus_range.1
+        );
+        for m in &h.iommu_map {
+            kprintln!(
+                "          RID {:#06x}..{:#06x} -> {} SID {:#x}",
+                m.rid_base,
+                m.rid_base as u64 + m.length as u64 - 1,
+                m.smmu.as_deref().unwrap_or("(not an SMMUv3)"),
+                m.sid_base
+            );
+        }
+    }
+    for m in &p.masters {
+        kprintln!("master:   {} -> {} SIDs {:x?}", m.node, m.smmu, m.stream_ids);
+    }
+    for e in &p.errors {
+        kprintln!("dt error: {}: {}", e.node, e.msg);
+    }
+    kprintln!("== end of report ==");
+}

@@ -1,0 +1,52 @@
+//! In-kernel test suites. They use the layers only through their public APIs and
+//! report through the harness; `test=<filter>` on the command line picks a subset.
+
+mod boot;
+
+use crate::bootargs::BootArgs;
+use crate::dt::Platform;
+use crate::harness::{self, Outcome, Summary};
+use crate::kprintln;
+
+/// What a test may look at.
+pub struct Ctx<'a> {
+    pub platform: &'a Platform,
+    pub args: &'a BootArgs<'a>,
+}
+
+pub struct Test {
+    pub suite: &'static str,
+    pub name: &'static str,
+    pub run: fn(&Ctx) -> Outcome,
+}
+
+/// Fail with a formatted reason unless `cond`.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($why:tt)*) => {
+        if !$cond {
+            return $crate::harness::Outcome::Fail(alloc::format!($($why)*));
+        }
+    };
+}
+
+fn all() -> impl Iterator<Item = &'static Test> {
+    boot::TESTS.iter()
+}
+
+pub fn run(platform: &Platform, args: &BootArgs) -> Summary {
+    let filter = args.get("test").unwrap_or("");
+    let ctx = Ctx { platform, args };
+    let mut summary = Summary::default();
+    kprintln!("== running tests{} ==", if filter.is_empty() { alloc::string::String::new() } else { alloc::format!(" matching \"{filter}\"") });
+    for t in all() {
+        let full = alloc::format!("{}::{}", t.suite, t.name);
+        if !harness::matches(filter, &full) {
+            continue;
+        }
+        let o = (t.run)(&ctx);
+        kprintln!("{}", harness::result_line(t.suite, t.name, &o));
+        summary.add(&o);
+    }
+    summary
+}

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Runs every test: host unit tests, host checks of the image and the device-tree
+report, and a matrix of QEMU boots (each with a wall-clock timeout). Ends with one
+line `N passed, M failed, K skipped` over everything; exit status 0 only if M is 0.
+
+    python3 tests/run.py [--only NAME[,NAME]] [--list] [--filter TESTFILTER]
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build")
+LOGS = os.path.join(BUILD, "logs")
+KERNEL = os.path.join(BUILD, "kernel.bin")
+UBOOT = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+from boots import BOOTS  # noqa: E402
+import hostchecks  # noqa: E402
+
+
+class Tally:
+    def __init__(self):
+        self.passed = self.failed = self.skipped = 0
+        self.failures = []
+
+    def ok(self, name):
+        self.passed += 1
+        print(f"test {name} ... ok", flush=True)
+
+    def fail(self, name, why):
+        self.failed += 1
+        self.failures.append(f"{name}: {why}")
+        print(f"test {name} ... FAILED ({why})", flush=True)
+
+    def skip(self, name, why):
+        self.skipped += 1
+        print(f"test {name} ... skipped ({why})", flush=True)
+
+
+def host_triple():
+    out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    return re.search(r"^host: (\S+)", out, re.M).group(1)
+
+
+def run_host_unit_tests(t: Tally):
+    """cargo test for the host triple; its own counts are folded into the total."""
+    print("== host unit tests (cargo test) ==", flush=True)
+    cmd = ["cargo", "test", "--lib", "--target", host_triple()]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    with open(os.path.join(LOGS, "host-unit.log"), "w") as f:
+        f.write(p.stdout + p.stderr)
+    found = False
+    for line in p.stdout.splitlines():
+        m = re.match(r"test (\S+) \.\.\. (ok|FAILED|ignored)", line)
+        if m:
+            name, res = m.group(1), m.group(2)
+            if res == "ok":
+                t.passed += 1
+            elif res == "ignored":
+                t.skipped += 1
+            else:
+                t.fail("host::" + name, "see build/logs/host-unit.log")
+        if re.match(r"test result: ", line):
+            found = True
+            print("host unit tests: " + line, flush=True)
+    if not found or p.returncode != 0 and not t.failures:
+        t.fail("host::cargo_test", f"cargo test exited {p.returncode} (see build/logs/host-unit.log)")
+        print(p.stderr[-3000:])
+
+
+class Qemu:
+    """A QEMU process whose console we read line by line (and can type into)."""
+
+    def __init__(self, argv, log_path):
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, cwd=ROOT)
+        self.buf = b""
+        self.lock = threading.Lock()
+        self.log = open(log_path, "wb")
+        self.th = threading.Thread(target=self._reader, daemon=True)
+        self.th.start()
+
+    def _reader(self):
+        while True:
+            chunk = self.p.stdout.read1(4096)
+            if not chunk:
+                break
+            with self.lock:
+                self.buf += chunk
+            self.log.write(chunk)
+            self.log.flush()
+
+    def text(self):
+        with self.lock:
+            return self.buf.decode("utf-8", "replace")
+
+    def wait_for(self, pattern, deadline):
+        while time.time() < deadline:
+            if re.search(pattern, self.text()):
+                return True
+            if self.p.poll() is not None:
+                time.sleep(0.2)
+                return bool(re.search(pattern, self.text()))
+            time.sleep(0.05)
+        return False
+
+    def type(self, s):
+        self.p.stdin.write(s.encode())
+        self.p.stdin.flush()
+
+    def finish(self, deadline):
+        while time.time() < deadline and self.p.poll() is None:
+            time.sleep(0.05)
+        timed_out = self.p.poll() is None
+        if timed_out:
+            self.p.kill()
+        self.p.wait()
+        self.th.join(timeout=2)
+        self.log.close()
+        return timed_out, self.p.returncode
+
+
+def base_args(board):
+    path = os.path.join(ROOT, "boards", board, "qemu.args")
+    args = []
+    for line in open(path):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            args.append(line)
+    return args
+
+
+def build_argv(boot):
+    argv = base_args(boot.get("board", "qemu-virt"))
+    for old, new in boot.get("replace", {}).items():
+        argv = [new if a == old else a for a in argv]
+    argv += boot.get("extra", [])
+    if boot.get("uboot"):
+        argv += ["-bios", UBOOT,
+                 "-device", f"loader,file={KERNEL},addr={boot['load']},force-raw=on"]
+    else:
+        argv += ["-kernel", KERNEL, "-append", boot_args(boot)]
+    return argv
+
+
+def boot_args(boot, test_filter=None):
+    words = list(boot.get("bootargs", []))
+    f = test_filter or boot.get("filter")
+    if f:
+        words.append("test=" + f)
+    return " ".join(words)
+
+
+def run_boot(t: Tally, boot, test_filter=None):
+    name = boot["name"]
+    argv = build_argv(boot)
+    if test_filter and not boot.get("uboot"):
+        argv[argv.index("-append") + 1] = boot_args(boot, test_filter)
+    print(f"== boot {name}: {boot['what']} ==", flush=True)
+    print("   " + " ".join(shlex.quote(a) for a in argv), flush=True)
+    log = os.path.join(LOGS, f"qemu-{name}.log")
+    start = time.time()
+    deadline = start + boot.get("timeout", 120)
+    q = Qemu(argv, log)
+    if boot.get("uboot"):
+        # Stop autoboot and type the commands a person types on a real board.
+        if not q.wait_for(r"Hit any key to stop autoboot|=> ", deadline):
+            q.finish(time.time())
+            t.fail(f"{name}::uboot", f"no U-Boot prompt (log {log})")
+            return
+        q.type("\n")
+        q.wait_for(r"=> ", deadline)
+        args = boot_args(boot, test_filter)
+        q.type(f"setenv bootargs '{args}'\n")
+        q.type(f"booti {boot['load']} - ${{fdtcontroladdr}}\n")
+    timed_out, code = q.finish(deadline)
+    out = q.text()
+    results = 0
+    for m in re.finditer(r"^test (\S+) \.\.\. (ok|FAILED|skipped)(?: \((.*)\))?\r?$", out, re.M):
+        results += 1
+        tn, res, why = f"{name}::{m.group(1)}", m.group(2), m.group(3) or ""
+        if res == "ok":
+            t.ok(tn)
+        elif res == "skipped":
+            t.skip(tn, why)
+        else:
+            t.fail(tn, why)
+    closing = re.search(r"^(\d+) passed, (\d+) failed, (\d+) skipped\r?$", out, re.M)
+    secs = time.time() - start
+    if timed_out:
+        t.fail(f"{name}::boot", f"timed out after {secs:.0f}s (log {log})")
+    elif "KERNEL ABORTED" in out:
+        t.fail(f"{name}::boot", f"kernel aborted (log {log})")
+    elif not closing:
+        t.fail(f"{name}::boot", f"no closing line, QEMU exit {code} (log {log})")
+    else:
+        kfail = int(closing.group(2))
+        want = 0 if kfail == 0 else 1
+        if code != want:
+            t.fail(f"{name}::exit_status", f"QEMU exited {code}, the closing line says {kfail} failed")
+        elif results == 0:
+            t.fail(f"{name}::boot", "ran no test")
+        else:
+            t.ok(f"{name}::boot")
+    print(f"   ({secs:.1f}s)", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help="comma-separated boot names (and 'host')")
+    ap.add_argument("--filter", help="in-kernel test filter passed as test=")
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    os.makedirs(LOGS, exist_ok=True)
+    if a.list:
+        print("host")
+        for b in BOOTS:
+            print(f"{b['name']}: {b['what']}")
+        return 0
+    only = set(a.only.split(",")) if a.only else None
+    t = Tally()
+    if not only or "host" in only:
+        run_host_unit_tests(t)
+        hostchecks.run(t, ROOT, host_triple())
+    for b in BOOTS:
+        if only and b["name"] not in only:
+            continue
+        if b.get("uboot") and not os.path.exists(UBOOT):
+            t.skip(f"{b['name']}::boot", f"{UBOOT} missing (run make setup)")
+            continue
+        run_boot(t, b, a.filter)
+    if t.failures:
+        print("\nfailures:")
+        for f in t.failures:
+            print("  " + f)
+    print(f"\n{t.passed} passed, {t.failed} failed, {t.skipped} skipped", flush=True)
+    return 0 if t.failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
