@@ -67,9 +67,7 @@ pub fn fdt_total_size(ptr: *const u8) -> Option<usize> {
     }
     // SAFETY: the loader passes a DTB here; the header is 8-byte aligned and at
     // least 8 bytes long (magic, totalsize) when the magic matches.
-    let (magic, size) = unsafe {
-        (u32::from_be(*(ptr as *const u32)), u32::from_be(*(ptr.add(4) as *const u32)))
-    };
+    let (magic, size) = unsafe { (u32::from_be(*(ptr as *const u32)), u32::from_be(*(ptr.add(4) as *const u32))) };
     if magic != 0xd00d_feed || size < 40 {
         return None;
     }

@@ -13,7 +13,10 @@ pub enum ImageError {
     TooShort(usize),
     BadMagic(u32),
     /// image_size is zero or smaller than the file: the loader would reserve too little.
-    BadSize { image_size: u64, file_len: u64 },
+    BadSize {
+        image_size: u64,
+        file_len: u64,
+    },
     BigEndian,
     /// Bits 1-2 of flags: 0 = unspecified, 1 = 4K, 2 = 16K, 3 = 64K.
     PageSizeUnspecified,

@@ -35,11 +35,7 @@ macro_rules! by_line {
 
 by_line!(clean, "cvac", "Write dirty lines of [start, start+len) back to the point of coherency.");
 by_line!(invalidate, "ivac", "Discard cached copies of [start, start+len): the next read comes from memory.");
-by_line!(
-    clean_invalidate,
-    "civac",
-    "Write back, then discard, the lines of [start, start+len)."
-);
+by_line!(clean_invalidate, "civac", "Write back, then discard, the lines of [start, start+len).");
 
 /// Full system data synchronization barrier.
 pub fn dsb_sy() {

@@ -6,13 +6,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-global_asm!(
-    ".section .text.semihost, \"ax\"",
-    ".global semihost_trap",
-    "semihost_trap:",
-    "    hlt #0xf000",
-    "    ret",
-);
+global_asm!(".section .text.semihost, \"ax\"", ".global semihost_trap", "semihost_trap:", "    hlt #0xf000", "    ret",);
 
 unsafe extern "C" {
     /// Semihosting call: x0 = operation, x1 = parameter; returns x0.

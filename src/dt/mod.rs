@@ -1,30 +1,402 @@
-//! TEMPORARY STUB (replaced by the real device-tree module).
+//! Device-tree discovery: reads the DTB handed over by firmware and describes the platform
+//! (memory, console, GIC, PSCI, SMMUv3s, their masters and PCI hosts) for the kernel.
+//!
+//! `describe` fails only when the blob itself is unusable; anything wrong with a single
+//! node is recorded in [`Platform::errors`] and the rest of the tree is still described.
+//! Addresses are CPU physical: every `reg` goes through all parents' `ranges`.
+//! Pure `no_std` + `alloc` so it is unit-tested on the host.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+mod addr;
+mod iommu;
+mod irq;
+mod pci;
+mod platform;
+pub mod report;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
 use alloc::string::String;
 use alloc::vec::Vec;
-#[derive(Debug, Clone, PartialEq)] pub struct Region { pub base: u64, pub size: u64 }
-#[derive(Debug, Clone, PartialEq)] pub struct Reserved { pub node: String, pub base: u64, pub size: u64, pub no_map: bool }
-#[derive(Debug, Clone, PartialEq, Default)] pub struct Chosen { pub bootargs: Option<String>, pub stdout_path: Option<String> }
-#[derive(Debug, Clone, PartialEq)] pub enum ConsoleKind { Pl011 }
-#[derive(Debug, Clone, PartialEq)] pub struct Console { pub node: String, pub kind: ConsoleKind, pub base: u64, pub size: u64 }
-#[derive(Debug, Clone, PartialEq)] pub struct Its { pub node: String, pub base: u64 }
-#[derive(Debug, Clone, PartialEq)] pub struct Gic { pub node: String, pub version: u8, pub dist_base: u64, pub redist: Vec<Region>, pub its: Vec<Its> }
-#[derive(Debug, Clone, PartialEq)] pub enum PsciMethod { Hvc, Smc }
-#[derive(Debug, Clone, PartialEq)] pub struct Psci { pub method: PsciMethod }
-#[derive(Debug, Clone, PartialEq)] pub struct Smmu { pub node: String, pub base: u64, pub size: u64, pub enabled: bool, pub coherent: bool, pub irqs: Vec<(String, Vec<u32>)>, pub quirks: Vec<String> }
-#[derive(Debug, Clone, PartialEq)] pub struct IdMap { pub rid_base: u32, pub smmu: Option<String>, pub sid_base: u32, pub length: u32 }
-#[derive(Debug, Clone, PartialEq)] pub struct PciHost { pub node: String, pub ecam_base: u64, pub ecam_size: u64, pub bus_range: (u8, u8), pub iommu_map: Vec<IdMap> }
-#[derive(Debug, Clone, PartialEq)] pub struct Master { pub node: String, pub smmu: String, pub stream_ids: Vec<u32> }
-#[derive(Debug, Clone, PartialEq)] pub struct NodeError { pub node: String, pub msg: String }
-#[derive(Debug, Clone, PartialEq, Default)] pub struct Platform { pub memory: Vec<Region>, pub reserved: Vec<Reserved>, pub chosen: Chosen, pub console: Option<Console>, pub gic: Option<Gic>, pub psci: Option<Psci>, pub smmus: Vec<Smmu>, pub pci_hosts: Vec<PciHost>, pub masters: Vec<Master>, pub errors: Vec<NodeError> }
-#[derive(Debug)] pub struct DtError;
+use core::fmt;
+
+pub use report::report_json;
+
+/// The blob cannot be used at all (as opposed to [`NodeError`], which is per node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtError {
+    /// Not an FDT: the magic is not 0xd00dfeed.
+    BadMagic,
+    /// Shorter than its header or than its `totalsize`.
+    Truncated,
+    /// Header version we cannot parse (need version >= 16, last_comp_version <= 17).
+    UnsupportedVersion(u32),
+    /// A block (structure, strings, memory reservation) lies outside the blob.
+    BadBlock(&'static str),
+    /// Malformed structure block at this byte offset.
+    BadStructure(usize, &'static str),
+    /// Nodes nested deeper than Linux's FDT_MAX_DEPTH (64).
+    TooDeep,
+}
+
+impl fmt::Display for DtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DtError::BadMagic => write!(f, "not a flattened device tree (bad magic)"),
+            DtError::Truncated => write!(f, "device tree blob is truncated"),
+            DtError::UnsupportedVersion(v) => write!(f, "unsupported device tree version {v}"),
+            DtError::BadBlock(what) => write!(f, "{what} block lies outside the blob"),
+            DtError::BadStructure(off, why) => {
+                write!(f, "malformed structure block at offset {off:#x}: {why}")
+            }
+            DtError::TooDeep => write!(f, "nodes nested deeper than {}", tree::MAX_DEPTH),
+        }
+    }
+}
+
+/// Something wrong with one node; the node (or the feature) is skipped, the rest described.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeError {
+    /// Full path of the node, e.g. "/soc/iommu@490d0000".
+    pub node: String,
+    pub msg: String,
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.node, self.msg)
+    }
+}
+
+/// Node-level problems; rendered into [`NodeError::msg`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Problem {
+    MissingProp(&'static str),
+    BadLength { prop: &'static str, len: usize },
+    RegLength { len: usize, na: u32, ns: u32 },
+    AbsurdCells { bus: String, prop: &'static str, value: u32 },
+    NoRanges { bus: String },
+    NotInRanges { bus: String, addr: u128 },
+    AddressTooWide(u128),
+    UnresolvedPhandle { prop: &'static str, phandle: u32 },
+    MissingCells { prop: &'static str, target: String },
+    InterruptParentLoop,
+    NoInterruptParent,
+    NamesMismatch { names: usize, irqs: usize },
+    NoStreamId { target: String },
+    IommuCells { target: String, cells: u32 },
+    MapMask { rid_base: u32, mask: u32 },
+    BadValue { prop: &'static str, value: String },
+    DuplicatePhandle(u32),
+    Unresolved { prop: &'static str, value: String },
+    NotInMemoryRegion { dev: String },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::MissingProp(p) => write!(f, "missing `{p}`"),
+            Problem::BadLength { prop, len } => write!(f, "`{prop}` has invalid length {len}"),
+            Problem::RegLength { len, na, ns } => {
+                write!(f, "`reg` length {len} is not a multiple of (#address-cells {na} + #size-cells {ns}) * 4")
+            }
+            Problem::AbsurdCells { bus, prop, value } => {
+                write!(f, "{bus} has absurd `{prop}` = {value}")
+            }
+            Problem::NoRanges { bus } => {
+                write!(f, "bus {bus} has no `ranges`: address not translatable")
+            }
+            Problem::NotInRanges { bus, addr } => {
+                write!(f, "address {addr:#x} not covered by `ranges` of {bus}")
+            }
+            Problem::AddressTooWide(a) => write!(f, "address/size {a:#x} does not fit 64 bits"),
+            Problem::UnresolvedPhandle { prop, phandle } => {
+                write!(f, "`{prop}` references unknown phandle {phandle:#x}")
+            }
+            Problem::MissingCells { prop, target } => write!(f, "{target} lacks `{prop}`"),
+            Problem::InterruptParentLoop => write!(f, "`interrupt-parent` chain loops"),
+            Problem::NoInterruptParent => write!(f, "`interrupts` without an interrupt parent"),
+            Problem::NamesMismatch { names, irqs } => {
+                write!(f, "{names} `interrupt-names` for {irqs} interrupts")
+            }
+            Problem::NoStreamId { target } => {
+                write!(f, "`iommus` to {target} with #iommu-cells = 0: no StreamID")
+            }
+            Problem::IommuCells { target, cells } => {
+                write!(f, "{target} has #iommu-cells = {cells}, SMMUv3 expects 1 (first cell used)")
+            }
+            Problem::MapMask { rid_base, mask } => {
+                write!(f, "`iommu-map` rid-base {rid_base:#x} has bits outside iommu-map-mask {mask:#x}")
+            }
+            Problem::BadValue { prop, value } => {
+                write!(f, "`{prop}` has unsupported value \"{value}\"")
+            }
+            Problem::DuplicatePhandle(ph) => {
+                write!(f, "phandle {ph:#x} already used by another node (ignored)")
+            }
+            Problem::Unresolved { prop, value } => {
+                write!(f, "`{prop}` = \"{value}\" does not resolve to a node")
+            }
+            Problem::NotInMemoryRegion { dev } => {
+                write!(f, "{dev} does not list this region in `memory-region` (Linux ignores the mapping)")
+            }
+        }
+    }
+}
+
+/// A physical memory range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Region {
+    pub base: u64,
+    pub size: u64,
+}
+
+/// Memory the kernel must not hand out. Comes from `/memreserve/` (node "/memreserve/")
+/// and from `/reserved-memory/*` children with `reg`. Dynamic children (only `size`,
+/// placed by the OS) are not listed: there is nothing to avoid until we allocate them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reserved {
+    pub node: String,
+    pub base: u64,
+    pub size: u64,
+    /// `no-map`: must not even be mapped cacheable by the kernel.
+    pub no_map: bool,
+}
+
+/// `/chosen` as the bootloader left it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Chosen {
+    pub bootargs: Option<String>,
+    /// Raw `stdout-path`, options (":115200n8") included.
+    pub stdout_path: Option<String>,
+}
+
+/// UART programming model, named after the Linux drivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsoleKind {
+    /// `arm,pl011` / `arm,sbsa-uart`.
+    Pl011,
+    /// 8250 family (`ns16550a`, `snps,dw-apb-uart`...): register stride and access width.
+    Ns16550 { reg_shift: u32, reg_io_width: u32 },
+    /// `fsl,imx*-lpuart`.
+    ImxLpuart,
+    /// Anything else: first compatible string.
+    Unknown(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Console {
+    pub node: String,
+    pub kind: ConsoleKind,
+    pub base: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Its {
+    pub node: String,
+    pub base: u64,
+    pub size: u64,
+    /// 0 if the ITS has no phandle (nothing can then reference it via msi-map/msi-parent).
+    pub phandle: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gic {
+    pub node: String,
+    /// 2 or 3.
+    pub version: u8,
+    pub dist_base: u64,
+    pub dist_size: u64,
+    /// GICv3 redistributor regions (`#redistributor-regions`, default 1); empty for v2.
+    pub redist: Vec<Region>,
+    pub its: Vec<Its>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PsciMethod {
+    Hvc,
+    Smc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Psci {
+    pub method: PsciMethod,
+}
+
+/// One `arm,smmu-v3` node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Smmu {
+    pub node: String,
+    pub phandle: Option<u32>,
+    pub base: u64,
+    pub size: u64,
+    pub enabled: bool,
+    /// `dma-coherent` on the node or inherited from an ancestor (Linux semantics).
+    pub coherent: bool,
+    /// (name, raw cells) in the node's order; names from `interrupt-names`, else "irq0"...
+    pub irqs: Vec<(String, Vec<u32>)>,
+    /// Phandle of the interrupt controller (for `interrupts-extended`, of the first entry).
+    pub interrupt_parent: Option<u32>,
+    pub msi_parent: Option<u32>,
+    /// Vendor erratum properties, e.g. "hisilicon,broken-prefetch-cmd".
+    pub quirks: Vec<String>,
+}
+
+/// A device whose DMA goes through an SMMUv3 (`iommus = <&smmu sid>...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Master {
+    pub node: String,
+    /// Path of the SMMUv3 node.
+    pub smmu: String,
+    pub stream_ids: Vec<u32>,
+    pub enabled: bool,
+}
+
+/// A `/reserved-memory` region the device needs mapped at a fixed IOVA (`iommu-addresses`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectMap {
+    /// The reserved-memory child.
+    pub node: String,
+    /// The device that needs the mapping.
+    pub master: String,
+    pub iova: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PciSpace {
+    Io,
+    Mem32,
+    Mem64,
+}
+
+/// One `ranges` entry of a PCI host bridge (config-space entries are skipped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PciRange {
+    pub space: PciSpace,
+    pub prefetchable: bool,
+    pub pci_addr: u64,
+    pub cpu_addr: u64,
+    pub size: u64,
+}
+
+/// One `iommu-map` / `msi-map` entry: IDs rid_base..rid_base+length map to
+/// sid_base.. on the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdMap {
+    pub rid_base: u32,
+    pub iommu_phandle: u32,
+    /// iommu-map: path of the target if it is an `arm,smmu-v3`, else None.
+    /// msi-map: path of the MSI controller, None if unresolved.
+    pub smmu: Option<String>,
+    pub sid_base: u32,
+    pub length: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PciHost {
+    pub node: String,
+    pub ecam_base: u64,
+    pub ecam_size: u64,
+    /// `bus-range`, default (0, 255).
+    pub bus_range: (u8, u8),
+    pub ranges: Vec<PciRange>,
+    pub iommu_map: Vec<IdMap>,
+    pub iommu_map_mask: Option<u32>,
+    pub msi_map: Vec<IdMap>,
+    pub msi_parent: Option<u32>,
+    pub coherent: bool,
+    pub enabled: bool,
+}
+
+/// Everything the kernel needs from the DT, plus what went wrong per node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Platform {
+    pub memory: Vec<Region>,
+    pub reserved: Vec<Reserved>,
+    pub chosen: Chosen,
+    pub console: Option<Console>,
+    pub gic: Option<Gic>,
+    pub psci: Option<Psci>,
+    pub smmus: Vec<Smmu>,
+    pub pci_hosts: Vec<PciHost>,
+    pub masters: Vec<Master>,
+    pub direct_maps: Vec<DirectMap>,
+    pub errors: Vec<NodeError>,
+}
+
+impl Platform {
+    /// The SMMU whose node carries phandle `ph` (as used by `iommu-map`).
+    pub fn smmu_by_phandle(&self, ph: u32) -> Option<&Smmu> {
+        self.smmus.iter().find(|s| s.phandle == Some(ph))
+    }
+}
+
+/// Describes the platform in `dtb`. Errs only if the blob is unusable as a whole.
 pub fn describe(dtb: &[u8]) -> Result<Platform, DtError> {
-    let f = fdt::Fdt::new(dtb).map_err(|_| DtError)?;
-    let mut p = Platform::default();
-    for r in f.memory().regions() { p.memory.push(Region { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64 }); }
-    p.chosen.bootargs = f.chosen().bootargs().map(String::from);
-    if let Some(n) = f.chosen().stdout() { if let Some(r) = n.reg().and_then(|mut r| r.next()) { p.console = Some(Console { node: String::from(n.name), kind: ConsoleKind::Pl011, base: r.starting_address as u64, size: 0x1000 }); } }
-    p.gic = Some(Gic { node: String::from("gic"), version: 3, dist_base: 0, redist: Vec::new(), its: Vec::new() });
-    p.psci = Some(Psci { method: PsciMethod::Hvc });
-    for n in f.all_nodes() { if n.compatible().map(|c| c.all().any(|c| c == "arm,smmu-v3")).unwrap_or(false) { p.smmus.push(Smmu{ node: String::from(n.name), base:0,size:0,enabled:true,coherent:true,irqs:Vec::new(),quirks:Vec::new()}); } }
-    Ok(p)
+    let t = tree::Tree::parse(dtb)?;
+    let mut cx = Ctx { t: &t, errors: Vec::new() };
+    for &(n, ph) in &t.duplicate_phandles {
+        cx.err(n, Problem::DuplicatePhandle(ph));
+    }
+    let memory = cx.memory();
+    let reserved = cx.reserved();
+    let chosen = cx.chosen();
+    let console = cx.console(&chosen);
+    let gic = cx.gic();
+    let psci = cx.psci();
+    let smmus = cx.smmus();
+    let pci_hosts = cx.pci_hosts();
+    let masters = cx.masters();
+    let direct_maps = cx.direct_maps();
+    Ok(Platform {
+        memory,
+        reserved,
+        chosen,
+        console,
+        gic,
+        psci,
+        smmus,
+        pci_hosts,
+        masters,
+        direct_maps,
+        errors: cx.errors,
+    })
+}
+
+/// Shared state of one `describe` run: the tree and the errors collected so far.
+pub(crate) struct Ctx<'t, 'a> {
+    pub t: &'t tree::Tree<'a>,
+    pub errors: Vec<NodeError>,
+}
+
+impl Ctx<'_, '_> {
+    /// Records a node error once (several passes may trip over the same broken bus).
+    pub(crate) fn err(&mut self, n: usize, p: Problem) {
+        use alloc::string::ToString;
+        let e = NodeError { node: self.t.path(n).to_string(), msg: p.to_string() };
+        if !self.errors.contains(&e) {
+            self.errors.push(e);
+        }
+    }
+
+    /// `Ok` value, or record the error and give `None`.
+    pub(crate) fn ok<T>(&mut self, n: usize, r: Result<T, Problem>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(p) => {
+                self.err(n, p);
+                None
+            }
+        }
+    }
 }

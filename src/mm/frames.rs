@@ -13,8 +13,7 @@ struct Frames {
     total_pages: u64,
 }
 
-static FRAMES: Mutex<Frames> =
-    Mutex::new(Frames { alloc: FrameAllocator::new(), free_pages: 0, total_pages: 0 });
+static FRAMES: Mutex<Frames> = Mutex::new(Frames { alloc: FrameAllocator::new(), free_pages: 0, total_pages: 0 });
 
 /// Hand `span` (page aligned) to the frame allocator.
 pub fn add(span: Span) {

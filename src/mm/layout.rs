@@ -65,18 +65,15 @@ mod tests {
     fn holes_are_cut_and_edges_aligned() {
         let ram = [Span::new(0x4000_0000, 0x4000_0000)];
         let holes = [
-            Span::new(0x4000_0000, 0x10_0000),    // DTB at the start
-            Span::new(0x4020_0000, 0x12_3456),    // image
-            Span::new(0x7000_0000, 0x1000_0000),  // reserved at the end
-            Span::new(0x9000_0000, 0x1000),       // outside RAM: ignored
+            Span::new(0x4000_0000, 0x10_0000),   // DTB at the start
+            Span::new(0x4020_0000, 0x12_3456),   // image
+            Span::new(0x7000_0000, 0x1000_0000), // reserved at the end
+            Span::new(0x9000_0000, 0x1000),      // outside RAM: ignored
         ];
         let u = usable(&ram, &holes, 4096);
         assert_eq!(
             u,
-            vec![
-                Span { start: 0x4010_0000, end: 0x4020_0000 },
-                Span { start: 0x4032_4000, end: 0x7000_0000 },
-            ]
+            vec![Span { start: 0x4010_0000, end: 0x4020_0000 }, Span { start: 0x4032_4000, end: 0x7000_0000 },]
         );
     }
 

@@ -38,7 +38,10 @@ pub fn run(platform: &Platform, args: &BootArgs) -> Summary {
     let filter = args.get("test").unwrap_or("");
     let ctx = Ctx { platform, args };
     let mut summary = Summary::default();
-    kprintln!("== running tests{} ==", if filter.is_empty() { alloc::string::String::new() } else { alloc::format!(" matching \"{filter}\"") });
+    kprintln!(
+        "== running tests{} ==",
+        if filter.is_empty() { alloc::string::String::new() } else { alloc::format!(" matching \"{filter}\"") }
+    );
     for t in all() {
         let full = alloc::format!("{}::{}", t.suite, t.name);
         if !harness::matches(filter, &full) {
