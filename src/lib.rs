@@ -17,7 +17,11 @@ pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
+pub mod bus;
+#[cfg(target_os = "none")]
 pub mod console;
+#[cfg(target_os = "none")]
+pub mod drivers;
 #[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]

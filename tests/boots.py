@@ -35,4 +35,40 @@ BOOTS = [
         "bootargs": ["expect.el=1", "expect.load=0x5a000000", "expect.smmus=1"],
         "timeout": 180,
     },
+    {
+        "name": "virt-psci",
+        "what": "-kernel without semihosting: PSCI SYSTEM_OFF, verdict from the closing line",
+        "drop": ["-semihosting-config"],
+        "semihosting": False,
+        "bootargs": ["test=boot::"],
+    },
+    {
+        "name": "crash-data-abort",
+        "what": "a data abort is reported (class, ESR, FAR, ELR, trace) and fails the run",
+        "bootargs": ["crash=data-abort"],
+        "expect_abort": {"exit": 3, "patterns": [
+            r"EXCEPTION: Synchronous from EL1h .*Data abort \(EC 0x25\)",
+            r"ESR 0x[0-9a-f]+\s+FAR 0xffff8000dead0000\s+ELR 0x[0-9a-f]+",
+            r"backtrace", r"#0 ", r"^KERNEL ABORTED"]},
+    },
+    {
+        "name": "crash-undef",
+        "what": "an undefined instruction is reported and fails the run",
+        "bootargs": ["crash=undef"],
+        "expect_abort": {"exit": 3, "patterns": [r"Unknown reason \(undefined instruction\)", r"^KERNEL ABORTED"]},
+    },
+    {
+        "name": "crash-panic",
+        "what": "a panic prints its message and location and fails the run",
+        "bootargs": ["crash=panic"],
+        "expect_abort": {"exit": 2, "patterns": [r"PANIC: crash=panic was requested", r"at src/selftest/mod.rs:\d+",
+                                                 r"backtrace", r"^KERNEL ABORTED"]},
+    },
+    {
+        "name": "crash-psci",
+        "what": "a crash without semihosting still stops the machine (PSCI), no hang",
+        "drop": ["-semihosting-config"],
+        "bootargs": ["crash=data-abort"],
+        "expect_abort": {"exit": 0, "patterns": [r"Data abort", r"^KERNEL ABORTED"]},
+    },
 ]

@@ -142,6 +142,10 @@ def build_argv(boot):
     argv = base_args(boot.get("board", "qemu-virt"))
     for old, new in boot.get("replace", {}).items():
         argv = [new if a == old else a for a in argv]
+    for opt in boot.get("drop", []):
+        if opt in argv:
+            i = argv.index(opt)
+            del argv[i:i + 2]
     argv += boot.get("extra", [])
     if boot.get("uboot"):
         argv += ["-bios", UBOOT,
@@ -195,6 +199,20 @@ def run_boot(t: Tally, boot, test_filter=None):
             t.fail(tn, why)
     closing = re.search(r"^(\d+) passed, (\d+) failed, (\d+) skipped\r?$", out, re.M)
     secs = time.time() - start
+    if "expect_abort" in boot:
+        # A boot that must die loudly: every pattern printed, failure status, no hang.
+        want = boot["expect_abort"]
+        missing = [p for p in want["patterns"] if not re.search(p, out, re.M)]
+        if timed_out:
+            t.fail(f"{name}::abort_reported", f"hung for {secs:.0f}s instead of stopping (log {log})")
+        elif missing:
+            t.fail(f"{name}::abort_reported", f"missing {missing!r} (log {log})")
+        elif code != want["exit"]:
+            t.fail(f"{name}::abort_reported", f"QEMU exited {code}, expected {want['exit']}")
+        else:
+            t.ok(f"{name}::abort_reported")
+        print(f"   ({secs:.1f}s)", flush=True)
+        return
     if timed_out:
         t.fail(f"{name}::boot", f"timed out after {secs:.0f}s (log {log})")
     elif "KERNEL ABORTED" in out:
@@ -203,7 +221,9 @@ def run_boot(t: Tally, boot, test_filter=None):
         t.fail(f"{name}::boot", f"no closing line, QEMU exit {code} (log {log})")
     else:
         kfail = int(closing.group(2))
-        want = 0 if kfail == 0 else 1
+        # Without semihosting the kernel powers off through PSCI: QEMU exits 0 and
+        # the closing line alone carries the verdict.
+        want = (0 if kfail == 0 else 1) if boot.get("semihosting", True) else 0
         if code != want:
             t.fail(f"{name}::exit_status", f"QEMU exited {code}, the closing line says {kfail} failed")
         elif results == 0:

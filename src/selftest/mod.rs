@@ -34,7 +34,27 @@ fn all() -> impl Iterator<Item = &'static Test> {
     boot::TESTS.iter()
 }
 
+/// `crash=<kind>` proves the fatal paths print and stop with a failure status.
+fn crash(kind: &str) {
+    kprintln!("crashing on purpose: crash={kind}");
+    match kind {
+        // The upper half has no translation (TCR_EL1.EPD1): a translation fault.
+        "data-abort" => {
+            // SAFETY: deliberately faulting read; the handler reports and exits.
+            let v = unsafe { core::ptr::read_volatile(0xffff_8000_dead_0000 as *const u64) };
+            kprintln!("read {v:#x}?!");
+        }
+        // SAFETY: deliberately undefined instruction; the handler reports and exits.
+        "undef" => unsafe { core::arch::asm!("udf #0x42") },
+        "panic" => panic!("crash=panic was requested"),
+        other => kprintln!("unknown crash kind \"{other}\" (data-abort, undef, panic)"),
+    }
+}
+
 pub fn run(platform: &Platform, args: &BootArgs) -> Summary {
+    if let Some(kind) = args.get("crash") {
+        crash(kind);
+    }
     let filter = args.get("test").unwrap_or("");
     let ctx = Ctx { platform, args };
     let mut summary = Summary::default();

@@ -1,0 +1,3 @@
+//! Buses that carry DMA masters.
+
+pub mod pci;
