@@ -10,6 +10,7 @@ pub mod bootargs;
 pub mod dt;
 pub mod harness;
 pub mod image;
+pub mod iommu;
 pub mod mm;
 
 #[cfg(target_os = "none")]

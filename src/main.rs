@@ -87,7 +87,13 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
         frames::add(*s);
     }
 
-    // 5. What we found, then the tests.
+    // 5. The IOMMUs, reset and default-deny, before any driver runs.
+    if let Err(e) = kernel::iommu::registry::probe_all(&platform, &args) {
+        kprintln!("error: bad boot argument: {e}");
+        arch::exit::exit(7);
+    }
+
+    // 6. What we found, then the tests.
     report::print(&platform, &args);
     let summary = selftest::run(&platform, &args);
     kprintln!("{summary}");

@@ -83,6 +83,26 @@ pub fn print(p: &Platform, args: &BootArgs) {
             if s.quirks.is_empty() { alloc::string::String::new() } else { alloc::format!(", quirks {:?}", s.quirks) }
         );
     }
+    {
+        let reg = crate::iommu::registry::REGISTRY.lock();
+        for e in &reg.smmus {
+            let d = &e.dev;
+            kprintln!("smmuv3:   {} probed: {}", e.node, d.features);
+            kprintln!(
+                "          {} stream table ({} SID bits), CMDQ 2^{}, EVTQ 2^{}, {}; CR0ACK {:#x}, GBPA {:#x}",
+                if d.strtab.is_two_level() { "2-level" } else { "linear" },
+                d.strtab.sid_bits,
+                d.cmdq_log2(),
+                d.evtq_log2(),
+                if d.mem.coherent { "coherent table walks" } else { "NON-COHERENT: cache maintenance on" },
+                d.cr0ack(),
+                d.gbpa()
+            );
+        }
+        for s in &reg.skipped {
+            kprintln!("smmuv3:   {} NOT USED: {}", s.node, s.why);
+        }
+    }
     for h in &p.pci_hosts {
         kprintln!(
             "pci:      {} ECAM {:#x}+{:#x}, buses {}..{}",

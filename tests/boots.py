@@ -8,6 +8,16 @@ BOOTS = [
         "bootargs": ["expect.el=1", "expect.smmus=1"],
     },
     {
+        "name": "virt-linear-smallq",
+        "what": "linear stream table, 8-entry command and event queues (wrap every few commands)",
+        "bootargs": ["smmu.strtab=linear", "smmu.cmdq_log2=3", "smmu.evtq_log2=3", "expect.smmus=1"],
+    },
+    {
+        "name": "virt-noncoherent",
+        "what": "the SMMU treated as non-coherent: cache maintenance on every table and queue",
+        "bootargs": ["smmu.noncoherent=1", "expect.smmus=1"],
+    },
+    {
         "name": "virt-el2",
         "what": "-kernel, entered at EL2 (virtualization=on)",
         "replace": {"virt,iommu=smmuv3,gic-version=3": "virt,iommu=smmuv3,gic-version=3,virtualization=on"},

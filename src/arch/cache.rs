@@ -42,3 +42,10 @@ pub fn dsb_sy() {
     // SAFETY: barrier only.
     unsafe { asm!("dsb sy", options(nostack)) };
 }
+
+/// Order prior stores before later ones as seen by other inner-shareable observers
+/// (a coherent SMMU reading a table the CPU just wrote).
+pub fn dsb_ishst() {
+    // SAFETY: barrier only.
+    unsafe { asm!("dsb ishst", options(nostack)) };
+}
