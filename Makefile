@@ -25,8 +25,9 @@ build:
 
 run: setup build
 	@args=$$(grep -v '^#' boards/$(BOARD)/qemu.args | tr '\n' ' '); \
-	echo "$$args -kernel $(BUILD)/kernel.bin -append \"$(BOOTARGS)\""; \
-	$$args -kernel $(BUILD)/kernel.bin -append "$(BOOTARGS)"
+	bargs="$$(test -f boards/$(BOARD)/bootargs && grep -v '^#' boards/$(BOARD)/bootargs | tr '\n' ' ')$(BOOTARGS)"; \
+	echo "$$args -kernel $(BUILD)/kernel.bin -append \"$$bargs\""; \
+	$$args -kernel $(BUILD)/kernel.bin -append "$$bargs"
 
 test: setup build
 	python3 tests/run.py

@@ -22,6 +22,8 @@ pub mod bus;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod dma;
+#[cfg(target_os = "none")]
 pub mod drivers;
 #[cfg(target_os = "none")]
 mod panic;

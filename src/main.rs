@@ -93,7 +93,20 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
         arch::exit::exit(7);
     }
 
-    // 6. What we found, then the tests.
+    // 6. DMA policy from the command line, then drivers bind to their devices.
+    match (args.flag("iommu.passthrough"), args.flag("iommu.strict")) {
+        (Ok(pt), Ok(st)) => {
+            kernel::dma::set_passthrough(pt.unwrap_or(false));
+            kernel::dma::set_strict(st.unwrap_or(true));
+        }
+        (Err(v), _) | (_, Err(v)) => {
+            kprintln!("error: iommu.passthrough/iommu.strict: \"{v}\" is not a boolean");
+            arch::exit::exit(7);
+        }
+    }
+    kernel::drivers::probe_all(&platform, &args);
+
+    // 7. What we found, then the tests.
     report::print(&platform, &args);
     let summary = selftest::run(&platform, &args);
     kprintln!("{summary}");

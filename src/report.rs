@@ -122,40 +122,42 @@ pub fn print(p: &Platform, args: &BootArgs) {
             );
         }
     }
-    for (i, h) in p.pci_hosts.iter().enumerate() {
-        let (funcs, errors) = crate::bus::pci::enumerate(i, h);
-        for f in &funcs {
-            let sid = match f.stream {
-                Some((ph, sid)) => match p.smmu_by_phandle(ph) {
-                    Some(s) => alloc::format!("{} SID {sid:#x}", s.node),
-                    None => alloc::format!("phandle {ph:#x} (not an SMMUv3) ID {sid:#x}"),
-                },
-                None => alloc::string::String::from("no SMMU (direct DMA)"),
-            };
-            kprintln!(
-                "pci fn:   {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}.{:02x} -> {}",
-                f.addr.bus(),
-                f.addr.device(),
-                f.addr.function(),
-                f.vendor,
-                f.device,
-                f.class,
-                f.subclass,
-                sid
-            );
-            for b in &f.bars {
-                kprintln!(
-                    "          BAR{} {:#x}+{:#x}{}",
-                    b.slot,
-                    b.addr,
-                    b.size,
-                    if b.is64 { " (64-bit)" } else { "" }
-                );
-            }
+    for f in crate::bus::pci::FUNCTIONS.lock().iter() {
+        let sid = match f.stream {
+            Some((ph, sid)) => match p.smmu_by_phandle(ph) {
+                Some(s) => alloc::format!("{} SID {sid:#x}", s.node),
+                None => alloc::format!("phandle {ph:#x} (not an SMMUv3) ID {sid:#x}"),
+            },
+            None => alloc::string::String::from("no SMMU (direct DMA)"),
+        };
+        kprintln!(
+            "pci fn:   {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}.{:02x} -> {}",
+            f.addr.bus(),
+            f.addr.device(),
+            f.addr.function(),
+            f.vendor,
+            f.device,
+            f.class,
+            f.subclass,
+            sid
+        );
+        for b in &f.bars {
+            kprintln!("          BAR{} {:#x}+{:#x}{}", b.slot, b.addr, b.size, if b.is64 { " (64-bit)" } else { "" });
         }
-        for e in &errors {
-            kprintln!("pci error: {e}");
-        }
+    }
+    for e in crate::bus::pci::ERRORS.lock().iter() {
+        kprintln!("pci error: {e}");
+    }
+    for d in crate::drivers::EDUS.lock().iter() {
+        let path = match crate::dma::path(&d.dma) {
+            crate::dma::Path::Direct => alloc::string::String::from("direct (DMA address = physical)"),
+            crate::dma::Path::Blocked => alloc::string::String::from("BLOCKED"),
+            crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}"),
+        };
+        kprintln!("driver:   {} bound (DMA mask {:#x}): {}", d.dma.name, d.dma.mask, path);
+    }
+    for e in crate::drivers::PROBE_ERRORS.lock().iter() {
+        kprintln!("driver error: {e}");
     }
     for m in &p.masters {
         kprintln!("master:   {} -> {} SIDs {:x?}", m.node, m.smmu, m.stream_ids);

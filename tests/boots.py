@@ -18,6 +18,16 @@ BOOTS = [
         "bootargs": ["smmu.noncoherent=1", "expect.smmus=1"],
     },
     {
+        "name": "virt-passthrough",
+        "what": "iommu.passthrough=1: default domains are identity, DMA takes the direct path",
+        "bootargs": ["iommu.passthrough=1", "expect.smmus=1"],
+    },
+    {
+        "name": "virt-lazy",
+        "what": "iommu.strict=0: unmaps batched behind one invalidation",
+        "bootargs": ["iommu.strict=0", "expect.smmus=1"],
+    },
+    {
         "name": "virt-el2",
         "what": "-kernel, entered at EL2 (virtualization=on)",
         "replace": {"virt,iommu=smmuv3,gic-version=3": "virt,iommu=smmuv3,gic-version=3,virtualization=on"},

@@ -155,8 +155,16 @@ def build_argv(boot):
     return argv
 
 
+def board_args(board):
+    """Default boot arguments of a board (boards/<name>/bootargs)."""
+    path = os.path.join(ROOT, "boards", board, "bootargs")
+    if not os.path.exists(path):
+        return []
+    return [w for line in open(path) for w in line.split("#", 1)[0].split()]
+
+
 def boot_args(boot, test_filter=None):
-    words = list(boot.get("bootargs", []))
+    words = board_args(boot.get("board", "qemu-virt")) + list(boot.get("bootargs", []))
     f = test_filter or boot.get("filter")
     if f:
         words.append("test=" + f)

@@ -41,6 +41,12 @@ impl ConfigRegionAccess for Ecam {
     }
 }
 
+/// Every function found at boot, with its assigned BARs (enumeration happens once:
+/// BAR assignment briefly disables decoding and bus mastering).
+pub static FUNCTIONS: spin::Mutex<Vec<Function>> = spin::Mutex::new(Vec::new());
+/// Enumeration problems, per host.
+pub static ERRORS: spin::Mutex<Vec<PciError>> = spin::Mutex::new(Vec::new());
+
 /// One memory BAR after assignment.
 #[derive(Clone, Copy, Debug)]
 pub struct BarInfo {

@@ -38,3 +38,75 @@ pub trait DmaEngine {
     /// Device writes `len` bytes from its buffer at `offset` to `dma_addr`.
     fn write_mem(&mut self, dma_addr: u64, offset: usize, len: usize) -> Result<(), EngineError>;
 }
+
+use crate::bootargs::BootArgs;
+use crate::bus::pci::{self, Function};
+use crate::dma::{self, DmaDevice};
+use crate::dt::Platform;
+use alloc::string::String;
+use alloc::vec::Vec;
+use spin::Mutex;
+
+/// An `edu` found on a PCI bus, bound to the DMA API.
+pub struct EduDev {
+    pub edu: edu::Edu,
+    pub dma: DmaDevice,
+    pub func: Function,
+    pub ecam: pci::Ecam,
+}
+
+// SAFETY: EduDev owns its device's registers; the EDUS mutex serialises access.
+unsafe impl Send for EduDev {}
+
+pub static EDUS: Mutex<Vec<EduDev>> = Mutex::new(Vec::new());
+
+/// Problems met while binding drivers (reported, never fatal).
+pub static PROBE_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Enumerate every PCI host, bind drivers to what they know, register each DMA
+/// master with the DMA API (default domain per `iommu.passthrough`).
+pub fn probe_all(p: &Platform, args: &BootArgs) {
+    let bits = match args.number("edu.dma_bits") {
+        Ok(Some(b)) if (12..=64).contains(&b) => b as u32,
+        Ok(None) => 28,
+        _ => {
+            PROBE_ERRORS.lock().push("edu.dma_bits: expected 12..64, using 28".into());
+            28
+        }
+    };
+    let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    for (i, h) in p.pci_hosts.iter().enumerate() {
+        let (funcs, errors) = pci::enumerate(i, h);
+        pci::FUNCTIONS.lock().extend(funcs.iter().cloned());
+        pci::ERRORS.lock().extend(errors.iter().copied());
+        let ecam = pci::ecam_of(h);
+        for f in funcs {
+            if (f.vendor, f.device) != (edu::VENDOR, edu::DEVICE) {
+                continue;
+            }
+            let name = alloc::format!("edu@{:02x}:{:02x}.{}", f.addr.bus(), f.addr.device(), f.addr.function());
+            let Some(bar0) = f.bars.iter().find(|b| b.slot == 0) else {
+                PROBE_ERRORS.lock().push(alloc::format!("{name}: BAR0 not assigned"));
+                continue;
+            };
+            // SAFETY: BAR0 of an edu function was just assigned from the host window
+            // and is mapped as device memory; this driver is its only user.
+            let e = match unsafe { edu::Edu::new(bar0.addr, mask, &name) } {
+                Ok(e) => e,
+                Err(err) => {
+                    PROBE_ERRORS.lock().push(alloc::format!("{name}: {err}"));
+                    continue;
+                }
+            };
+            let d = match dma::add_device(&name, f.stream, mask, h.coherent) {
+                Ok(d) => d,
+                Err(err) => {
+                    PROBE_ERRORS.lock().push(alloc::format!("{name}: {err}"));
+                    continue;
+                }
+            };
+            pci::set_bus_master(&ecam, &f, true);
+            EDUS.lock().push(EduDev { edu: e, dma: d, func: f, ecam });
+        }
+    }
+}

@@ -1,9 +1,12 @@
 //! The IOMMU layers: I/O page tables and the IOVA allocator (pure), the SMMUv3
 //! hardware layer, and the generic layer (domains, groups, attach) above it.
 
+pub mod io_pgtable;
 pub mod iova;
 pub mod smmuv3;
 
+#[cfg(target_os = "none")]
+pub mod domain;
 #[cfg(target_os = "none")]
 pub mod hwmem;
 #[cfg(target_os = "none")]

@@ -2,6 +2,7 @@
 //! report through the harness; `test=<filter>` on the command line picks a subset.
 
 mod boot;
+mod dma;
 mod smmu;
 
 use crate::bootargs::BootArgs;
@@ -32,7 +33,7 @@ macro_rules! ensure {
 }
 
 fn all() -> impl Iterator<Item = &'static Test> {
-    boot::TESTS.iter().chain(smmu::TESTS.iter())
+    boot::TESTS.iter().chain(smmu::TESTS.iter()).chain(dma::TESTS.iter())
 }
 
 /// `crash=<kind>` proves the fatal paths print and stop with a failure status.

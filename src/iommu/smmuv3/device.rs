@@ -195,7 +195,7 @@ impl SmmuV3 {
         };
         let strtab = StreamTable::new(&mem, features.sid_bits, two_level)?;
         let cmdq_log2 = opts.cmdq_log2.unwrap_or(8).min(features.cmdq_log2).max(1);
-        let evtq_log2 = opts.evtq_log2.unwrap_or(7).min(features.evtq_log2).max(1);
+        let evtq_log2 = opts.evtq_log2.unwrap_or(10).min(features.evtq_log2).max(1);
         let cmdq = Queue::new(&mem, cmdq_log2, 16).ok_or(SmmuError::NoMemory("command queue"))?;
         let evtq = Queue::new(&mem, evtq_log2, 32).ok_or(SmmuError::NoMemory("event queue"))?;
         let mut s = SmmuV3 {

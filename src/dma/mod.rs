@@ -1,0 +1,300 @@
+//! The DMA API a driver calls, shaped like Linux's: `map_single`/`unmap_single`,
+//! `map_sg`/`unmap_sg`, `alloc_coherent`/`free_coherent`. A device either uses the
+//! direct path (no SMMU, identity domain, SMMU disabled: DMA address == physical
+//! address) or the IOMMU path (allocate an IOVA, map it in the device's domain).
+//! The device's DMA mask is honoured on both paths.
+
+use crate::arch::cache;
+use crate::iommu::domain::{DomainType, IOMMU, IommuError, MasterId, Stage};
+use crate::iommu::io_pgtable::Prot;
+use crate::iommu::registry;
+use crate::mm::{PAGE_SIZE, frames};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ToDevice,
+    FromDevice,
+    Bidirectional,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DmaError {
+    ZeroSize,
+    /// The buffer (direct path) is beyond what the device can address.
+    BeyondMask {
+        addr: u64,
+        len: usize,
+        mask: u64,
+    },
+    /// The device is in a blocked domain: it may not DMA at all.
+    Blocked,
+    /// The address was not handed out by map_* for this device (or was unmapped).
+    NotMapped {
+        dma: u64,
+    },
+    NoMemory,
+    Iommu(IommuError),
+}
+
+impl fmt::Display for DmaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DmaError::ZeroSize => write!(f, "zero-length DMA mapping"),
+            DmaError::BeyondMask { addr, len, mask } => {
+                write!(f, "buffer {addr:#x}+{len:#x} is beyond the device's DMA mask {mask:#x}")
+            }
+            DmaError::Blocked => write!(f, "device is in a blocked domain"),
+            DmaError::NotMapped { dma } => write!(f, "DMA address {dma:#x} is not mapped for this device"),
+            DmaError::NoMemory => write!(f, "out of memory"),
+            DmaError::Iommu(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<IommuError> for DmaError {
+    fn from(e: IommuError) -> Self {
+        DmaError::Iommu(e)
+    }
+}
+
+/// `iommu.strict`: invalidate on every unmap (true) or batch (false).
+static STRICT: AtomicBool = AtomicBool::new(true);
+/// Lazy mode flushes after this many deferred unmaps (Linux's flush queue is 256).
+pub const LAZY_BATCH: usize = 256;
+static LAZY_PENDING: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_strict(on: bool) {
+    STRICT.store(on, Ordering::SeqCst);
+}
+
+pub fn strict() -> bool {
+    STRICT.load(Ordering::SeqCst)
+}
+
+/// A device that does DMA, as the DMA API knows it.
+#[derive(Debug, Clone)]
+pub struct DmaDevice {
+    pub name: String,
+    /// Highest address the device can emit.
+    pub mask: u64,
+    /// Its master in the IOMMU layer; None = not behind an SMMU.
+    pub master: Option<MasterId>,
+    /// Device snoops CPU caches (no maintenance needed).
+    pub coherent: bool,
+}
+
+/// Which path a device's DMA takes right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Direct,
+    Blocked,
+    Iommu(usize),
+}
+
+pub fn path(dev: &DmaDevice) -> Path {
+    let Some(m) = dev.master else { return Path::Direct };
+    let mut io = IOMMU.lock();
+    let Some(did) = io.domain_of(m) else { return Path::Blocked };
+    match io.domain(did).map(|d| d.ty) {
+        Ok(DomainType::Identity) => Path::Direct,
+        Ok(DomainType::Dma) => Path::Iommu(did),
+        // Unmanaged domains belong to their owner, not to the DMA API.
+        _ => Path::Blocked,
+    }
+}
+
+fn prot(dir: Direction) -> Prot {
+    match dir {
+        Direction::ToDevice => Prot::RO,
+        Direction::FromDevice | Direction::Bidirectional => Prot::RW,
+    }
+}
+
+fn sync_for_device(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) {
+    if !dev.coherent {
+        match dir {
+            Direction::ToDevice | Direction::Bidirectional => cache::clean(pa as usize, len),
+            Direction::FromDevice => cache::invalidate(pa as usize, len),
+        }
+    }
+}
+
+fn sync_for_cpu(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) {
+    if !dev.coherent && dir != Direction::ToDevice {
+        cache::invalidate(pa as usize, len);
+    }
+}
+
+/// Map `len` bytes at physical address `pa` for the device; returns the address the
+/// device must use.
+pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Result<u64, DmaError> {
+    if len == 0 {
+        return Err(DmaError::ZeroSize);
+    }
+    sync_for_device(dev, pa, len, dir);
+    match path(dev) {
+        Path::Blocked => Err(DmaError::Blocked),
+        Path::Direct => {
+            let end = pa.checked_add(len as u64 - 1).ok_or(DmaError::BeyondMask { addr: pa, len, mask: dev.mask })?;
+            if end > dev.mask {
+                return Err(DmaError::BeyondMask { addr: pa, len, mask: dev.mask });
+            }
+            Ok(pa)
+        }
+        Path::Iommu(did) => {
+            let off = pa & (PAGE_SIZE - 1);
+            let size = (off + len as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            let mut io = IOMMU.lock();
+            let iova = {
+                let d = io.domain(did)?;
+                let a = d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?;
+                a.alloc(size, dev.mask).map_err(IommuError::from)?
+            };
+            if let Err(e) = io.map(did, iova, pa - off, size, prot(dir)) {
+                if let Ok(d) = io.domain(did) {
+                    if let Some(a) = d.iova.as_mut() {
+                        let _ = a.free(iova);
+                    }
+                }
+                return Err(e.into());
+            }
+            Ok(iova + off)
+        }
+    }
+}
+
+/// Undo `map_single`. `pa` is only used for cache maintenance on the direct path.
+pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Result<(), DmaError> {
+    if len == 0 {
+        return Err(DmaError::ZeroSize);
+    }
+    match path(dev) {
+        Path::Blocked => Err(DmaError::Blocked),
+        Path::Direct => {
+            sync_for_cpu(dev, dma, len, dir);
+            Ok(())
+        }
+        Path::Iommu(did) => {
+            let mut io = IOMMU.lock();
+            let (start, size) = {
+                let d = io.domain(did)?;
+                let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
+                a.find(dma).ok_or(DmaError::NotMapped { dma })?
+            };
+            // In lazy mode an IOVA waiting for its flush still "exists": refuse a second unmap.
+            if io.domain(did)?.lazy_iovas.contains(&start) {
+                return Err(DmaError::NotMapped { dma });
+            }
+            if let Some(pa) = io.iova_to_phys(did, dma) {
+                sync_for_cpu(dev, pa, len, dir);
+            }
+            if strict() {
+                io.unmap(did, start, size)?;
+                let d = io.domain(did)?;
+                d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?.free(start).map_err(IommuError::from)?;
+            } else {
+                io.unmap_lazy(did, start, size)?;
+                if LAZY_PENDING.fetch_add(1, Ordering::SeqCst) + 1 >= LAZY_BATCH {
+                    LAZY_PENDING.store(0, Ordering::SeqCst);
+                    io.flush_lazy(did)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Complete every deferred (lazy) unmap of the device's domain now.
+pub fn flush(dev: &DmaDevice) -> Result<(), DmaError> {
+    if let Path::Iommu(did) = path(dev) {
+        IOMMU.lock().flush_lazy(did)?;
+        LAZY_PENDING.store(0, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// Map a scatter list: on the IOMMU path each segment gets its own IOVA; returns the
+/// device addresses in order. On failure nothing stays mapped.
+pub fn map_sg(dev: &DmaDevice, segs: &[(u64, usize)], dir: Direction) -> Result<Vec<u64>, DmaError> {
+    let mut out = Vec::with_capacity(segs.len());
+    for &(pa, len) in segs {
+        match map_single(dev, pa, len, dir) {
+            Ok(d) => out.push(d),
+            Err(e) => {
+                for (i, &d) in out.iter().enumerate() {
+                    let _ = unmap_single(dev, d, segs[i].1, dir);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn unmap_sg(dev: &DmaDevice, dmas: &[u64], segs: &[(u64, usize)], dir: Direction) -> Result<(), DmaError> {
+    let mut first = Ok(());
+    for (d, s) in dmas.iter().zip(segs) {
+        if let Err(e) = unmap_single(dev, *d, s.1, dir) {
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
+}
+
+/// A buffer both CPU and device use for a long time: (CPU address, device address).
+pub fn alloc_coherent(dev: &DmaDevice, size: usize) -> Result<(u64, u64), DmaError> {
+    if size == 0 {
+        return Err(DmaError::ZeroSize);
+    }
+    let pages = size.div_ceil(PAGE_SIZE as usize);
+    let pa = frames::alloc_zeroed(pages).ok_or(DmaError::NoMemory)?;
+    match map_single(dev, pa, size, Direction::Bidirectional) {
+        Ok(d) => Ok((pa, d)),
+        Err(e) => {
+            frames::free(pa, pages);
+            Err(e)
+        }
+    }
+}
+
+pub fn free_coherent(dev: &DmaDevice, cpu: u64, dma: u64, size: usize) -> Result<(), DmaError> {
+    unmap_single(dev, dma, size, Direction::Bidirectional)?;
+    frames::free(cpu, size.div_ceil(PAGE_SIZE as usize));
+    Ok(())
+}
+
+/// Register a device with the DMA API: behind SMMU `stream` = (phandle, StreamID)
+/// it becomes an IOMMU master in a default domain (`iommu.passthrough`: identity,
+/// else a stage-1 DMA domain); without, it uses the direct path.
+pub fn add_device(name: &str, stream: Option<(u32, u32)>, mask: u64, coherent: bool) -> Result<DmaDevice, DmaError> {
+    let mut dev = DmaDevice { name: name.into(), mask, master: None, coherent };
+    let Some((ph, sid)) = stream else { return Ok(dev) };
+    let Some(smmu) = registry::by_phandle(ph) else {
+        // Its SMMU is absent or not in use (disabled in the DT): direct DMA.
+        return Ok(dev);
+    };
+    let mut io = IOMMU.lock();
+    let m = io.add_master(name, smmu, &[sid], None)?;
+    let ty = if PASSTHROUGH.load(Ordering::SeqCst) { DomainType::Identity } else { DomainType::Dma };
+    let did = io.domain_alloc(smmu, ty, Stage::S1)?;
+    io.attach(m, did)?;
+    dev.master = Some(m);
+    Ok(dev)
+}
+
+/// `iommu.passthrough`: default domains are identity (true) or translated (false).
+static PASSTHROUGH: AtomicBool = AtomicBool::new(false);
+
+pub fn set_passthrough(on: bool) {
+    PASSTHROUGH.store(on, Ordering::SeqCst);
+}
+
+pub fn passthrough() -> bool {
+    PASSTHROUGH.load(Ordering::SeqCst)
+}

@@ -1,0 +1,522 @@
+//! The generic IOMMU layer: domains (blocked, identity, DMA, unmanaged; stage 1,
+//! stage 2 or nested), groups of masters that share a domain, attach/detach at run
+//! time, and map/unmap with the fewest invalidation commands. It talks to the SMMUv3
+//! layer only through `SmmuV3`'s STE and command operations.
+
+use super::io_pgtable::{Config, Gather, Granule, IoPageTable, PgtError, Prot, Stage as PgtStage, TableMemory};
+use super::iova::{IovaAllocator, IovaError};
+use super::registry::{self, REGISTRY};
+use super::smmuv3::cd::{Cd, CdCfg, CdGranule};
+use super::smmuv3::cmd::{Command, TlbiRange, plan_range_tlbi};
+use super::smmuv3::device::{SmmuError, SmmuV3};
+use super::smmuv3::ste::{Cacheability, S1Cfg, S2Cfg, S2Granule, Shareability, Ste};
+use crate::iommu::hwmem::HwMem;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use spin::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainType {
+    /// Every access aborts.
+    Blocked,
+    /// Bypass: device addresses are physical addresses.
+    Identity,
+    /// Translated, IOVAs owned by the DMA API.
+    Dma,
+    /// Translated, the caller maps and unmaps (a hypervisor handing a device to a guest).
+    Unmanaged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    S1,
+    S2,
+    /// Stage 1 (IOVA -> IPA) then stage 2 (IPA -> PA).
+    Nested,
+}
+
+pub type DomainId = usize;
+pub type MasterId = usize;
+pub type GroupId = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IommuError {
+    NoSuchDomain(DomainId),
+    NoSuchMaster(MasterId),
+    NoSuchSmmu(usize),
+    /// The SMMU lacks what the domain needs (e.g. stage 2).
+    Unsupported(&'static str),
+    /// Map/unmap on a domain without page tables (blocked, identity).
+    NotTranslated(DomainId),
+    /// A domain is bound to one SMMU; this master sits behind another.
+    WrongSmmu {
+        domain: DomainId,
+        smmu: usize,
+    },
+    OutOfIds(&'static str),
+    NoMemory(&'static str),
+    Pgt(PgtError),
+    Iova(IovaError),
+    Smmu(SmmuError),
+    Config(String),
+}
+
+impl fmt::Display for IommuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IommuError::NoSuchDomain(d) => write!(f, "no domain {d}"),
+            IommuError::NoSuchMaster(m) => write!(f, "no master {m}"),
+            IommuError::NoSuchSmmu(s) => write!(f, "no SMMU {s}"),
+            IommuError::Unsupported(w) => write!(f, "SMMU does not support {w}"),
+            IommuError::NotTranslated(d) => write!(f, "domain {d} has no page tables (blocked or identity)"),
+            IommuError::WrongSmmu { domain, smmu } => write!(f, "domain {domain} belongs to another SMMU than {smmu}"),
+            IommuError::OutOfIds(w) => write!(f, "out of {w}s"),
+            IommuError::NoMemory(w) => write!(f, "out of memory for {w}"),
+            IommuError::Pgt(e) => write!(f, "page table: {e}"),
+            IommuError::Iova(e) => write!(f, "IOVA: {e:?}"),
+            IommuError::Smmu(e) => write!(f, "SMMU: {e}"),
+            IommuError::Config(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl From<PgtError> for IommuError {
+    fn from(e: PgtError) -> Self {
+        IommuError::Pgt(e)
+    }
+}
+impl From<SmmuError> for IommuError {
+    fn from(e: SmmuError) -> Self {
+        IommuError::Smmu(e)
+    }
+}
+impl From<IovaError> for IommuError {
+    fn from(e: IovaError) -> Self {
+        IommuError::Iova(e)
+    }
+}
+
+/// Page-table memory from page frames, with the SMMU's coherency.
+pub struct FrameTables {
+    mem: HwMem,
+}
+
+// SAFETY: alloc_table returns zeroed, size-aligned, identity-mapped frames owned by
+// the table until free_table; phys_to_virt is the identity on such frames.
+unsafe impl TableMemory for FrameTables {
+    fn alloc_table(&mut self, bytes: usize) -> Option<(u64, *mut u64)> {
+        let pa = self.mem.alloc(bytes)?;
+        Some((pa, pa as *mut u64))
+    }
+    fn free_table(&mut self, pa: u64, _va: *mut u64, bytes: usize) {
+        self.mem.free(pa, bytes);
+    }
+    fn phys_to_virt(&self, pa: u64) -> *mut u64 {
+        pa as *mut u64
+    }
+    fn sync_for_device(&self, va: *const u64, len: usize) {
+        self.mem.to_device(va as u64, len);
+    }
+}
+
+pub type Pgt = IoPageTable<FrameTables>;
+
+pub struct Domain {
+    pub id: DomainId,
+    pub ty: DomainType,
+    pub stage: Stage,
+    pub smmu: usize,
+    /// Stage-1 table (S1 and nested) or the only table (S2).
+    pub pgt: Option<Pgt>,
+    /// The stage-2 table of a nested domain.
+    pub s2: Option<Pgt>,
+    pub asid: u16,
+    pub vmid: u16,
+    /// The domain's one context descriptor (stage 1 and nested).
+    cd_pa: Option<u64>,
+    /// IOVA space of a DMA domain.
+    pub iova: Option<IovaAllocator>,
+    /// Unmaps waiting for a batched invalidation (lazy mode): the gather and the
+    /// IOVAs to free once it completed.
+    pub lazy: Option<Gather>,
+    pub lazy_iovas: Vec<u64>,
+    pub attached: Vec<MasterId>,
+}
+
+pub struct Master {
+    pub name: String,
+    pub smmu: usize,
+    pub sids: Vec<u32>,
+    pub group: GroupId,
+}
+
+pub struct Group {
+    pub masters: Vec<MasterId>,
+    pub domain: Option<DomainId>,
+}
+
+pub struct Iommu {
+    pub domains: Vec<Option<Domain>>,
+    pub masters: Vec<Master>,
+    pub groups: Vec<Group>,
+    next_asid: u16,
+    next_vmid: u16,
+}
+
+pub static IOMMU: Mutex<Iommu> =
+    Mutex::new(Iommu { domains: Vec::new(), masters: Vec::new(), groups: Vec::new(), next_asid: 1, next_vmid: 1 });
+
+/// Above this many range commands one invalidate-all-of-the-ASID/VMID is cheaper.
+const TLBI_MAX_OPS: usize = 64;
+/// IOVA space of DMA domains: 4 KiB up to 2^39 (minus the caller's DMA mask).
+const DMA_IAS: u8 = 39;
+
+fn oas_of(s: &SmmuV3) -> u8 {
+    s.features.oas_bits.unwrap_or(40).min(48)
+}
+
+fn ips_of(oas: u8) -> u8 {
+    match oas {
+        0..=32 => 0,
+        33..=36 => 1,
+        37..=40 => 2,
+        41..=42 => 3,
+        43..=44 => 4,
+        _ => 5,
+    }
+}
+
+fn walk_attrs(coherent: bool) -> (Cacheability, Shareability) {
+    if coherent {
+        (Cacheability::WbRwa, Shareability::Inner)
+    } else {
+        (Cacheability::NonCacheable, Shareability::Outer)
+    }
+}
+
+impl Iommu {
+    pub fn domain(&mut self, id: DomainId) -> Result<&mut Domain, IommuError> {
+        self.domains.get_mut(id).and_then(|d| d.as_mut()).ok_or(IommuError::NoSuchDomain(id))
+    }
+
+    /// Register a master (its StreamIDs on SMMU `smmu`) in a group of its own, or in
+    /// `with`'s group when the two cannot be isolated from each other.
+    pub fn add_master(
+        &mut self,
+        name: &str,
+        smmu: usize,
+        sids: &[u32],
+        with: Option<MasterId>,
+    ) -> Result<MasterId, IommuError> {
+        if smmu >= registry::count() {
+            return Err(IommuError::NoSuchSmmu(smmu));
+        }
+        let id = self.masters.len();
+        let group = match with {
+            Some(m) => self.masters.get(m).ok_or(IommuError::NoSuchMaster(m))?.group,
+            None => {
+                self.groups.push(Group { masters: Vec::new(), domain: None });
+                self.groups.len() - 1
+            }
+        };
+        self.groups[group].masters.push(id);
+        self.masters.push(Master { name: name.into(), smmu, sids: sids.to_vec(), group });
+        Ok(id)
+    }
+
+    pub fn group_of(&self, m: MasterId) -> Result<GroupId, IommuError> {
+        self.masters.get(m).map(|x| x.group).ok_or(IommuError::NoSuchMaster(m))
+    }
+
+    pub fn domain_of(&self, m: MasterId) -> Option<DomainId> {
+        self.masters.get(m).and_then(|x| self.groups[x.group].domain)
+    }
+
+    /// A new domain on SMMU `smmu`. DMA domains get an IOVA allocator whose space
+    /// starts at one page (IOVA 0 is never handed out).
+    pub fn domain_alloc(&mut self, smmu: usize, ty: DomainType, stage: Stage) -> Result<DomainId, IommuError> {
+        let mut reg = REGISTRY.lock();
+        let dev = &mut reg.smmus.get_mut(smmu).ok_or(IommuError::NoSuchSmmu(smmu))?.dev;
+        let f = &dev.features;
+        let translated = matches!(ty, DomainType::Dma | DomainType::Unmanaged);
+        if translated {
+            match stage {
+                Stage::S1 if !f.stage1 => return Err(IommuError::Unsupported("stage 1")),
+                Stage::S2 if !f.stage2 => return Err(IommuError::Unsupported("stage 2")),
+                Stage::Nested if !(f.stage1 && f.stage2) => return Err(IommuError::Unsupported("nested translation")),
+                _ => {}
+            }
+        }
+        let mem = dev.mem;
+        let oas = oas_of(dev);
+        let mut d = Domain {
+            id: self.domains.len(),
+            ty,
+            stage,
+            smmu,
+            pgt: None,
+            s2: None,
+            asid: 0,
+            vmid: 0,
+            cd_pa: None,
+            iova: None,
+            lazy: None,
+            lazy_iovas: Vec::new(),
+            attached: Vec::new(),
+        };
+        if translated {
+            let cfg = |st: PgtStage, ias: u8| Config {
+                stage: st,
+                granule: Granule::K4,
+                ias,
+                oas,
+                coherent_walk: mem.coherent,
+            };
+            match stage {
+                Stage::S1 => d.pgt = Some(Pgt::new(cfg(PgtStage::S1, DMA_IAS), FrameTables { mem })?),
+                Stage::S2 => d.pgt = Some(Pgt::new(cfg(PgtStage::S2, oas.min(40)), FrameTables { mem })?),
+                Stage::Nested => {
+                    d.pgt = Some(Pgt::new(cfg(PgtStage::S1, DMA_IAS), FrameTables { mem })?);
+                    d.s2 = Some(Pgt::new(cfg(PgtStage::S2, oas.min(40)), FrameTables { mem })?);
+                }
+            }
+            if stage != Stage::S1 {
+                d.vmid = self.next_vmid;
+                self.next_vmid = self.next_vmid.checked_add(1).ok_or(IommuError::OutOfIds("VMID"))?;
+            }
+            if stage != Stage::S2 {
+                d.asid = self.next_asid;
+                self.next_asid = self.next_asid.checked_add(1).ok_or(IommuError::OutOfIds("ASID"))?;
+                let pgt = d.pgt.as_ref().ok_or(IommuError::NoMemory("page table"))?;
+                let tcr = pgt.s1_tcr().ok_or(IommuError::Config("stage-1 table without TCR".into()))?;
+                let (c, sh) = walk_attrs(mem.coherent);
+                let mut cc = CdCfg::new_4k(d.asid, pgt.root_pa(), tcr.t0sz, ips_of(oas), pgt.mair());
+                cc.tg0 = CdGranule::G4K;
+                cc.ir0 = c;
+                cc.or0 = c;
+                cc.sh0 = sh;
+                let cd = Cd::new(&cc).map_err(|e| IommuError::Config(alloc::format!("CD: {e:?}")))?;
+                let cd_pa = mem.alloc(64).ok_or(IommuError::NoMemory("context descriptor"))?;
+                for (i, w) in cd.words().iter().enumerate() {
+                    // SAFETY: cd_pa is a fresh frame owned by this domain.
+                    unsafe { core::ptr::write_volatile((cd_pa as *mut u64).add(i), *w) };
+                }
+                mem.to_device(cd_pa, 64);
+                d.cd_pa = Some(cd_pa);
+            }
+        }
+        if ty == DomainType::Dma {
+            d.iova = Some(IovaAllocator::new(0x1000, (1u64 << DMA_IAS) - 1, 0x1000)?);
+        }
+        let id = d.id;
+        self.domains.push(Some(d));
+        Ok(id)
+    }
+
+    /// The STE that puts a master into `d`.
+    fn ste_for(d: &Domain, dev: &SmmuV3) -> Result<Ste, IommuError> {
+        let cfg_err = |e| IommuError::Config(alloc::format!("STE: {e:?}"));
+        let (c, sh) = walk_attrs(dev.mem.coherent);
+        let s1 = |cd_pa: u64| {
+            let mut s = S1Cfg::new(cd_pa);
+            s.s1cir = c;
+            s.s1cor = c;
+            s.s1csh = sh;
+            s.stall_disable = S1Cfg::stall_disable_for(&dev.features);
+            s
+        };
+        let s2 = |pgt: &Pgt| -> Result<S2Cfg, IommuError> {
+            let v = pgt.s2_vtcr().ok_or(IommuError::Config("stage-2 table without VTCR".into()))?;
+            let mut s = S2Cfg::new_4k(d.vmid, pgt.root_pa(), v.t0sz, v.sl0, v.ps);
+            s.tg = S2Granule::G4K;
+            s.irgn = c;
+            s.orgn = c;
+            s.sh = sh;
+            Ok(s)
+        };
+        Ok(match (d.ty, d.stage) {
+            (DomainType::Blocked, _) => Ste::abort(),
+            (DomainType::Identity, _) => Ste::bypass(),
+            (_, Stage::S1) => Ste::s1(&s1(d.cd_pa.ok_or(IommuError::Config("no CD".into()))?)).map_err(cfg_err)?,
+            (_, Stage::S2) => Ste::s2(&s2(d.pgt.as_ref().ok_or(IommuError::NotTranslated(d.id))?)?).map_err(cfg_err)?,
+            (_, Stage::Nested) => Ste::nested(
+                &s1(d.cd_pa.ok_or(IommuError::Config("no CD".into()))?),
+                &s2(d.s2.as_ref().ok_or(IommuError::NotTranslated(d.id))?)?,
+            )
+            .map_err(cfg_err)?,
+        })
+    }
+
+    /// Move every master of `group` into domain `did` (their STEs are rewritten in
+    /// place, hitless where the spec allows).
+    pub fn attach_group(&mut self, group: GroupId, did: DomainId) -> Result<(), IommuError> {
+        let masters =
+            self.groups.get(group).ok_or(IommuError::Config(alloc::format!("no group {group}")))?.masters.clone();
+        let d = self.domains.get(did).and_then(|d| d.as_ref()).ok_or(IommuError::NoSuchDomain(did))?;
+        let mut reg = REGISTRY.lock();
+        for &m in &masters {
+            let ms = &self.masters[m];
+            if ms.smmu != d.smmu {
+                return Err(IommuError::WrongSmmu { domain: did, smmu: ms.smmu });
+            }
+            let dev = &mut reg.smmus.get_mut(ms.smmu).ok_or(IommuError::NoSuchSmmu(ms.smmu))?.dev;
+            let ste = Self::ste_for(d, dev)?;
+            for &sid in &ms.sids {
+                dev.write_ste(sid, &ste)?;
+            }
+        }
+        drop(reg);
+        if let Some(old) = self.groups[group].domain {
+            if let Ok(od) = self.domain(old) {
+                od.attached.retain(|m| !masters.contains(m));
+            }
+        }
+        self.groups[group].domain = Some(did);
+        self.domain(did)?.attached.extend(masters.iter().copied());
+        Ok(())
+    }
+
+    pub fn attach(&mut self, m: MasterId, did: DomainId) -> Result<(), IommuError> {
+        let g = self.group_of(m)?;
+        self.attach_group(g, did)
+    }
+
+    /// Map [iova, iova+size) -> pa in the domain's (stage-1, or only) table.
+    pub fn map(&mut self, did: DomainId, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<(), IommuError> {
+        let d = self.domain(did)?;
+        let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
+        pgt.map(iova, pa, size, prot)?;
+        Ok(())
+    }
+
+    /// Map IPA -> PA in a nested domain's stage-2 table.
+    pub fn map_s2(&mut self, did: DomainId, ipa: u64, pa: u64, size: u64, prot: Prot) -> Result<(), IommuError> {
+        let d = self.domain(did)?;
+        let pgt = d.s2.as_mut().ok_or(IommuError::NotTranslated(did))?;
+        pgt.map(ipa, pa, size, prot)?;
+        Ok(())
+    }
+
+    pub fn iova_to_phys(&mut self, did: DomainId, iova: u64) -> Option<u64> {
+        let d = self.domain(did).ok()?;
+        let ipa = d.pgt.as_ref()?.iova_to_phys(iova)?;
+        match &d.s2 {
+            Some(s2) => s2.iova_to_phys(ipa),
+            None => Some(ipa),
+        }
+    }
+
+    /// Unmap and invalidate now (strict): returns the bytes unmapped.
+    pub fn unmap(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
+        self.unmap_table(did, iova, size, false)
+    }
+
+    /// Unmap from a nested domain's stage-2 table and invalidate.
+    pub fn unmap_s2(&mut self, did: DomainId, ipa: u64, size: u64) -> Result<u64, IommuError> {
+        self.unmap_table(did, ipa, size, true)
+    }
+
+    fn unmap_table(&mut self, did: DomainId, iova: u64, size: u64, s2: bool) -> Result<u64, IommuError> {
+        let d = self.domain(did)?;
+        let (asid, vmid, smmu, stage) = (d.asid, d.vmid, d.smmu, d.stage);
+        let pgt = if s2 { d.s2.as_mut() } else { d.pgt.as_mut() }.ok_or(IommuError::NotTranslated(did))?;
+        let mut g = Gather::new();
+        let bytes = pgt.unmap(iova, size, &mut g)?;
+        let table_stage = if s2 || stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
+        let nested = stage == Stage::Nested;
+        let r = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid))
+            .ok_or(IommuError::NoSuchSmmu(smmu))?;
+        // Even if the invalidation failed, finish the gather so no table leaks.
+        pgt.complete(&mut g)?;
+        r?;
+        Ok(bytes)
+    }
+
+    /// Test hook: unmap without any TLB invalidation, to prove that the
+    /// invalidation tests can fail. Never used by the DMA API.
+    #[doc(hidden)]
+    pub fn unmap_skip_tlbi(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
+        let d = self.domain(did)?;
+        let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
+        let mut g = Gather::new();
+        let bytes = pgt.unmap(iova, size, &mut g)?;
+        pgt.complete(&mut g)?;
+        Ok(bytes)
+    }
+
+    /// Lazy unmap: the range leaves the table now; its invalidation (and the IOVA's
+    /// reuse) waits for `flush_lazy`.
+    pub fn unmap_lazy(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
+        let d = self.domain(did)?;
+        let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
+        let g = d.lazy.get_or_insert_with(Gather::new);
+        let bytes = pgt.unmap(iova, size, g)?;
+        d.lazy_iovas.push(iova);
+        Ok(bytes)
+    }
+
+    /// One invalidation for everything unmapped lazily; then the IOVAs are free.
+    pub fn flush_lazy(&mut self, did: DomainId) -> Result<usize, IommuError> {
+        let d = self.domain(did)?;
+        let Some(mut g) = d.lazy.take() else { return Ok(0) };
+        let (asid, smmu) = (d.asid, d.smmu);
+        // Lazy mode trades precision for one command: invalidate the whole ASID.
+        let r = registry::with_smmu(smmu, |dev| dev.run(&[Command::TlbiNhAsid { asid, vmid: 0 }]))
+            .ok_or(IommuError::NoSuchSmmu(smmu))?;
+        let d = self.domain(did)?;
+        if let Some(pgt) = d.pgt.as_mut() {
+            pgt.complete(&mut g)?;
+        }
+        r?;
+        let iovas = core::mem::take(&mut d.lazy_iovas);
+        let n = iovas.len();
+        if let Some(a) = d.iova.as_mut() {
+            for i in iovas {
+                a.free(i)?;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Issue the fewest commands that invalidate what `g` recorded, then one CMD_SYNC.
+fn flush_gather(
+    dev: &mut SmmuV3,
+    g: &Gather,
+    stage: Stage,
+    nested: bool,
+    asid: u16,
+    vmid: u16,
+) -> Result<(), SmmuError> {
+    if g.is_empty() {
+        return Ok(());
+    }
+    let ril = dev.features.ril;
+    let pg_log2 = if g.pgsize == 0 { 12 } else { g.pgsize.trailing_zeros() as u8 };
+    let mut cmds: Vec<Command> = Vec::new();
+    let plan = plan_range_tlbi(g.start, g.end - g.start, pg_log2, 12, ril);
+    for op in plan {
+        if cmds.len() > TLBI_MAX_OPS {
+            break;
+        }
+        let range = TlbiRange { num: op.num, scale: op.scale, tg: op.tg, ttl: if g.leaf_only { op.ttl } else { 0 } };
+        cmds.push(match stage {
+            Stage::S2 => Command::TlbiS2Ipa { vmid, addr: op.addr, leaf: g.leaf_only, range },
+            _ => {
+                Command::TlbiNhVa { vmid: if nested { vmid } else { 0 }, asid, addr: op.addr, leaf: g.leaf_only, range }
+            }
+        });
+    }
+    if cmds.len() > TLBI_MAX_OPS {
+        cmds.clear();
+        cmds.push(match stage {
+            Stage::S2 => Command::TlbiS12Vmall { vmid },
+            _ => Command::TlbiNhAsid { asid, vmid: if nested { vmid } else { 0 } },
+        });
+    } else if stage == Stage::S2 && nested {
+        // Combined stage-1+2 entries may hold the old IPA->PA result.
+        cmds.push(Command::TlbiNhAll { vmid });
+    }
+    dev.run(&cmds)
+}

@@ -1,0 +1,1031 @@
+//! VMSAv8-64 (LPAE) I/O page tables for the SMMUv3, stage 1 and stage 2.
+//!
+//! * Granules 4K / 16K / 64K, input 32..=48 bits, output 32..=48 bits.
+//! * Leaves: pages at level 3, blocks where the architecture allows them without 52-bit
+//!   addressing (4K: 2 MiB and 1 GiB; 16K: 32 MiB; 64K: 512 MiB). `map` uses the largest
+//!   leaf that the alignment of both IOVA and PA allows at every step.
+//! * Stage 2 starts one level lower with 2..=16 concatenated root tables whenever the natural
+//!   root would have <= 16 entries and at least two levels remain (as KVM does), e.g. 4K/40-bit:
+//!   2 concatenated level-1 tables, SL0 = 1.
+//! * Walks are done once per table: `map`/`unmap` descend once to the deepest table holding the
+//!   whole range, then iterate the entries of each table and recurse (depth <= 3) only into
+//!   the tables they touch; runs inside one leaf table take a straight-line fast path. No heap
+//!   allocation at all: tables allocated ahead of an operation and tables awaiting their
+//!   deferred free are linked through their own entry 0.
+//! * No hardware table updates (HTTU) are assumed: AF is set in every leaf, so the CD/STE must
+//!   leave HA/HD (and HAFT) disabled.
+//! * Live-entry counts of every non-root table live in IGNORED bits of the table descriptor
+//!   that points to it (see `desc::table_count`), so a table that becomes empty is detected in
+//!   O(1) and freed (deferred, see below).
+//!
+//! ## Atomicity
+//! `map` first walks the range read-only (refusing `AlreadyMapped` before anything changes),
+//! counts the tables it needs and allocates all of them; only then does it write. So `map`
+//! either maps the whole range or changes nothing. `unmap` pre-allocates the tables needed to
+//! split the (at most two) blocks at the range edges, so it cannot fail half-way either.
+//!
+//! ## Unmap, deferred frees and block splitting (break-before-make)
+//! `unmap` writes invalid descriptors and records in a [`Gather`] which IOVA range must be
+//! invalidated. Tables that are detached (range covers them) or become empty are unlinked and
+//! queued in the gather; they are handed back to [`TableMemory::free_table`] only by
+//! [`IoPageTable::complete`], which the driver calls after its TLB invalidation + CMD_SYNC,
+//! so the walker can never follow a stale walk-cache entry into reused memory.
+//!
+//! Unmapping part of a block splits it with strict break-before-make, without callbacks:
+//! 1. `unmap` builds (and cleans to PoC if needed) a complete next-level table mapping the
+//!    rest of the block, then replaces the block by an *invalid* descriptor (bit 0 clear; the
+//!    software bits remember the prepared table) and adds the whole block to the gather;
+//! 2. the driver invalidates the gather's range and syncs;
+//! 3. `complete` writes the table descriptor (invalid -> valid needs no invalidation).
+//!
+//! Between 1 and 3 the rest of the block is unmapped (DMA there faults) and further
+//! `map`/`unmap` calls return [`PgtError::SplitPending`]. Unmaps that split nothing never block
+//! anything.
+//!
+//! ## Unmap of holes
+//! Holes inside the range are skipped; `unmap` returns the number of bytes that were mapped.
+//! If nothing at all was mapped it returns `Err(NotMapped { iova })` and touches nothing.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod desc;
+mod error;
+mod gather;
+mod geometry;
+mod memory;
+#[cfg(test)]
+mod tests;
+
+pub use desc::{MAIR, MemType, Prot, Shareability};
+pub use error::PgtError;
+pub use gather::Gather;
+pub use geometry::{Config, Granule, S1Tcr, S2Vtcr, Stage};
+pub use memory::TableMemory;
+
+use desc::{
+    ADDR_MASK, DESC_BLOCK, DESC_PAGE, DESC_PENDING, DESC_TABLE, DESC_TYPE_MASK, DESC_VALID, LEAF_ATTR_MASK, leaf_attrs,
+    table_count, table_desc, with_count,
+};
+use gather::PendingInstall;
+use geometry::{Geometry, LEAF_LEVEL, ps_encoding};
+use memory::{TablePtr, publish_barrier};
+
+/// Tables allocated ahead of a write pass, linked through entry 0 (`head` = first PA).
+struct Stash {
+    head: u64,
+    len: usize,
+}
+
+/// One I/O address space: a VMSAv8-64 translation table tree in [`TableMemory`].
+///
+/// Dropping it frees every table, the root included; the driver must first make sure the SMMU
+/// no longer uses it (CD/STE invalidated and synced) and must have `complete`d its gathers
+/// (tables still queued in a gather are leaked, not freed twice).
+pub struct IoPageTable<M: TableMemory> {
+    cfg: Config,
+    geo: Geometry,
+    mem: M,
+    root_pa: u64,
+    root_va: *mut u64,
+    /// Non-root tables allocated and not yet freed (including those waiting in gathers).
+    live: usize,
+    /// Splits waiting for `complete`.
+    pending_splits: usize,
+}
+
+// SAFETY: the raw pointers refer to table memory owned exclusively by this value; it is
+// written only through `&mut self` and read through `&self`, so moving the whole value to
+// another thread is as safe as moving `M`.
+unsafe impl<M: TableMemory + Send> Send for IoPageTable<M> {}
+// SAFETY: `&self` methods only read table memory; writes need `&mut self`.
+unsafe impl<M: TableMemory + Sync> Sync for IoPageTable<M> {}
+
+impl<M: TableMemory> IoPageTable<M> {
+    /// Validate `cfg` and allocate the (possibly concatenated) root table.
+    pub fn new(cfg: Config, mut mem: M) -> Result<Self, PgtError> {
+        let geo = Geometry::new(&cfg)?;
+        let bytes = geo.root_bytes();
+        let (pa, va) = mem.alloc_table(bytes).ok_or(PgtError::NoMemory)?;
+        if !table_mem_ok(pa, va, bytes, geo.oas) {
+            mem.free_table(pa, va, bytes);
+            return Err(PgtError::BadTableMemory { pa });
+        }
+        if !cfg.coherent_walk {
+            mem.sync_for_device(va, bytes);
+        }
+        Ok(IoPageTable { cfg, geo, mem, root_pa: pa, root_va: va, live: 0, pending_splits: 0 })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The table memory provider.
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    /// PA of the root table: CD.TTB0 (stage 1) or STE.S2TTB (stage 2).
+    pub fn root_pa(&self) -> u64 {
+        self.root_pa
+    }
+
+    /// Level (0..=2) of the root table.
+    pub fn start_level(&self) -> u32 {
+        self.geo.start
+    }
+
+    /// Number of granule-sized tables forming the root (2..=16 when concatenated, else 1).
+    pub fn root_tables(&self) -> usize {
+        self.geo.concat as usize
+    }
+
+    /// Granule-sized non-root tables currently allocated: the root is *excluded*; tables
+    /// waiting in a gather for `complete` are included.
+    pub fn tables_in_use(&self) -> usize {
+        self.live
+    }
+
+    /// `tables_in_use() + root_tables()`.
+    pub fn tables_in_use_with_root(&self) -> usize {
+        self.live + self.geo.concat as usize
+    }
+
+    /// A block split waits for `complete`.
+    pub fn is_split_pending(&self) -> bool {
+        self.pending_splits != 0
+    }
+
+    /// Stage-1 MAIR value that the `Prot::mem` encodings index (CD.MAIR0/1).
+    pub fn mair(&self) -> u64 {
+        MAIR
+    }
+
+    /// CD fields for a stage-1 table (`None` for stage 2).
+    pub fn s1_tcr(&self) -> Option<S1Tcr> {
+        if self.cfg.stage != Stage::S1 {
+            return None;
+        }
+        let (rgn, sh) = self.walk_attrs();
+        Some(S1Tcr {
+            t0sz: 64 - self.cfg.ias,
+            tg0: self.cfg.granule.tg_encoding(),
+            irgn0: rgn,
+            orgn0: rgn,
+            sh0: sh,
+            ips: ps_encoding(self.geo.oas),
+            epd0: false,
+            epd1: true,
+        })
+    }
+
+    /// STE stage-2 fields for a stage-2 table (`None` for stage 1).
+    pub fn s2_vtcr(&self) -> Option<S2Vtcr> {
+        if self.cfg.stage != Stage::S2 {
+            return None;
+        }
+        let (rgn, sh) = self.walk_attrs();
+        Some(S2Vtcr {
+            t0sz: 64 - self.cfg.ias,
+            sl0: self.geo.sl0(),
+            tg: self.cfg.granule.tg_encoding(),
+            irgn: rgn,
+            orgn: rgn,
+            sh,
+            ps: ps_encoding(self.geo.oas),
+        })
+    }
+
+    /// Walk cacheability and shareability: write-back write-allocate inner shareable for a
+    /// coherent walker, non-cacheable outer shareable otherwise (as Linux does).
+    fn walk_attrs(&self) -> (u8, u8) {
+        if self.cfg.coherent_walk { (1, 3) } else { (0, 2) }
+    }
+
+    /// Map `[iova, iova + size)` to `[pa, pa + size)`. All three must be granule aligned.
+    /// Either the whole range is mapped or nothing changes (see the module docs).
+    pub fn map(&mut self, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<(), PgtError> {
+        if self.pending_splits != 0 {
+            return Err(PgtError::SplitPending);
+        }
+        self.check_iova_range(iova, size)?;
+        let gran = self.geo.granule.size();
+        if pa & (gran - 1) != 0 {
+            return Err(PgtError::Unaligned { what: "pa", value: pa, align: gran });
+        }
+        match pa.checked_add(size) {
+            Some(e) if e <= 1u64 << self.geo.oas => {}
+            _ => {
+                return Err(PgtError::OutOfRange { what: "pa", addr: pa, size, bits: self.cfg.oas });
+            }
+        }
+        let attrs = leaf_attrs(self.cfg.stage, &prot)?;
+        // Descend once to the deepest table that has one entry covering the whole range; the
+        // passes below start there, and only that table's parent entry needs a count update.
+        let end = iova + size;
+        let (mut level, mut t) = (self.geo.start, self.root());
+        let mut parent = None;
+        while level < LEAF_LEVEL && self.geo.same_entry(level, iova, end - 1) {
+            let idx = self.geo.index(level, iova);
+            let d = t.get(idx);
+            if d & DESC_TYPE_MASK != DESC_TABLE {
+                break;
+            }
+            parent = Some((t, idx));
+            t = self.table(d & ADDR_MASK);
+            level += 1;
+        }
+        if level == LEAF_LEVEL {
+            // Fast path (e.g. page-by-page mapping): pages inside one existing leaf table.
+            let added = self.map_leaf_run(t, iova, pa, size, attrs)?;
+            if let Some((pt, pidx)) = parent {
+                let d = pt.get(pidx);
+                pt.set(pidx, with_count(d, table_count(d) + added));
+            }
+            return Ok(());
+        }
+        let need = self.map_check(level, t, iova, pa, size)?;
+        let mut stash = if need == 0 { Stash { head: 0, len: 0 } } else { self.stash_fill(need)? };
+        let mut added = 0;
+        let r = self.map_level(level, t, false, iova, pa, size, attrs, &mut stash, &mut added);
+        if let Some((pt, pidx)) = parent
+            && added != 0
+        {
+            // Only IGNORED bits change: no sync needed for the walker.
+            let d = pt.get(pidx);
+            pt.set(pidx, with_count(d, table_count(d) + added));
+        }
+        debug_assert_eq!(stash.len, 0, "map pre-count was not exact");
+        self.stash_drain(&mut stash);
+        r
+    }
+
+    /// Unmap every mapping inside `[iova, iova + size)` (granule aligned), splitting blocks that
+    /// straddle the range edges. Returns the number of bytes that were mapped; holes are
+    /// skipped; `Err(NotMapped)` if nothing was mapped. The gather must then be invalidated
+    /// and passed to [`complete`](Self::complete) (see [`Gather`]). Errors other than
+    /// `NotMapped` are returned before anything changes.
+    pub fn unmap(&mut self, iova: u64, size: u64, gather: &mut Gather) -> Result<u64, PgtError> {
+        if self.pending_splits != 0 {
+            return Err(PgtError::SplitPending);
+        }
+        if gather.owner.is_some_and(|o| o != self.id()) {
+            return Err(PgtError::ForeignGather);
+        }
+        self.check_iova_range(iova, size)?;
+        // Descend once to the deepest table with one entry covering the whole range,
+        // remembering the path for the upward count updates.
+        let end = iova + size;
+        let (mut level, mut t, mut t_pa) = (self.geo.start, self.root(), self.root_pa);
+        let mut path = [(t, 0usize); 4];
+        let mut depth = 0;
+        while level < LEAF_LEVEL && self.geo.same_entry(level, iova, end - 1) {
+            let idx = self.geo.index(level, iova);
+            let d = t.get(idx);
+            if d & DESC_TYPE_MASK != DESC_TABLE {
+                break;
+            }
+            path[depth] = (t, idx);
+            depth += 1;
+            t_pa = d & ADDR_MASK;
+            t = self.table(t_pa);
+            level += 1;
+        }
+        // No blocks (hence no splits) below a leaf table.
+        let need = if level == LEAF_LEVEL { 0 } else { self.split_check(level, t, iova, end) };
+        let mut stash = if need == 0 { Stash { head: 0, len: 0 } } else { self.stash_fill(need)? };
+        let was_bound = gather.owner.is_some();
+        gather.owner = Some(self.id());
+        gather.granule = self.geo.granule.size();
+        let mut bytes = 0;
+        let mut removed = 0;
+        let r = if level == LEAF_LEVEL {
+            self.unmap_leaf_run(t, iova, size, gather, &mut bytes, &mut removed);
+            Ok(())
+        } else {
+            self.unmap_level(level, t, t_pa, iova, size, gather, &mut stash, &mut bytes, &mut removed)
+        };
+        // Propagate emptiness upwards: a table whose count drops to 0 is unlinked and queued.
+        let mut child = t;
+        for &(pt, pidx) in path[..depth].iter().rev() {
+            if removed == 0 {
+                break;
+            }
+            let d = pt.get(pidx);
+            let left = table_count(d).saturating_sub(removed);
+            if left == 0 {
+                pt.set(pidx, 0);
+                self.sync(pt, pidx, 1);
+                self.defer(gather, d & ADDR_MASK, child);
+                gather.leaf_only = false;
+                removed = 1;
+            } else {
+                // Only IGNORED bits change: no sync needed for the walker.
+                pt.set(pidx, with_count(d, left));
+                removed = 0;
+            }
+            child = pt;
+        }
+        debug_assert_eq!(stash.len, 0, "split pre-count was not exact");
+        self.stash_drain(&mut stash);
+        r?;
+        if bytes == 0 {
+            if !was_bound {
+                gather.reset();
+            }
+            return Err(PgtError::NotMapped { iova });
+        }
+        Ok(bytes)
+    }
+
+    /// Finish the unmaps recorded in `gather`, to be called once the TLB invalidation of
+    /// `[gather.start, gather.end)` has completed (CMD_SYNC done): installs split tables, frees
+    /// detached tables and resets the gather for reuse.
+    pub fn complete(&mut self, gather: &mut Gather) -> Result<(), PgtError> {
+        match gather.owner {
+            None => {
+                gather.reset();
+                return Ok(());
+            }
+            Some(o) if o != self.id() => return Err(PgtError::ForeignGather),
+            Some(_) => {}
+        }
+        for slot in gather.pending.iter_mut() {
+            if let Some(p) = slot.take() {
+                let t = if p.table_pa == self.root_pa { self.root() } else { self.table(p.table_pa) };
+                if t.get(p.idx) == p.desc & !DESC_VALID {
+                    publish_barrier();
+                    t.set(p.idx, p.desc);
+                    self.sync(t, p.idx, 1);
+                }
+                self.pending_splits = self.pending_splits.saturating_sub(1);
+            }
+        }
+        let mut pa = gather.deferred_head;
+        for _ in 0..gather.deferred_len {
+            let t = self.table(pa);
+            let next = t.get(0);
+            self.free_now(pa, t);
+            pa = next;
+        }
+        gather.reset();
+        Ok(())
+    }
+
+    /// Software walk: the output address `iova` translates to, as the SMMU would see it now.
+    pub fn iova_to_phys(&self, iova: u64) -> Option<u64> {
+        let g = &self.geo;
+        if iova >> g.ias != 0 {
+            return None;
+        }
+        let mut level = g.start;
+        let mut t = self.root();
+        loop {
+            let d = t.get(g.index(level, iova));
+            let off = iova & (g.entry_size(level) - 1);
+            match d & DESC_TYPE_MASK {
+                DESC_PAGE if level == LEAF_LEVEL => return Some((d & ADDR_MASK) | off),
+                DESC_TABLE if level < LEAF_LEVEL => {
+                    t = self.table(d & ADDR_MASK);
+                    level += 1;
+                }
+                DESC_BLOCK if level < LEAF_LEVEL && g.leaf_ok(level) => {
+                    return Some((d & ADDR_MASK & !(g.entry_size(level) - 1)) | off);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// Identity for gathers: the root's CPU address (unique among live tables).
+    fn id(&self) -> usize {
+        self.root_va as usize
+    }
+
+    fn check_iova_range(&self, iova: u64, size: u64) -> Result<(), PgtError> {
+        let gran = self.geo.granule.size();
+        if size == 0 {
+            return Err(PgtError::ZeroSize);
+        }
+        if iova & (gran - 1) != 0 {
+            return Err(PgtError::Unaligned { what: "iova", value: iova, align: gran });
+        }
+        if size & (gran - 1) != 0 {
+            return Err(PgtError::Unaligned { what: "size", value: size, align: gran });
+        }
+        match iova.checked_add(size) {
+            Some(e) if e <= 1u64 << self.geo.ias => Ok(()),
+            _ => Err(PgtError::OutOfRange { what: "iova", addr: iova, size, bits: self.cfg.ias }),
+        }
+    }
+
+    #[inline(always)]
+    fn root(&self) -> TablePtr {
+        // SAFETY: the root was allocated in `new` with `root_bytes` bytes (= entries(start)
+        // descriptors) and is freed only in `drop`.
+        unsafe { TablePtr::new(self.root_va, self.geo.entries(self.geo.start)) }
+    }
+
+    /// A non-root table by PA.
+    #[inline(always)]
+    fn table(&self, pa: u64) -> TablePtr {
+        let va = self.mem.phys_to_virt(pa);
+        // SAFETY: `pa` always comes from a table descriptor, pending marker, stash link or
+        // deferred link written by this module, i.e. from a granule-sized table returned by
+        // `alloc_table` and not yet freed; `phys_to_virt` maps it back (TableMemory contract).
+        unsafe { TablePtr::new(va, 1usize << self.geo.bpl) }
+    }
+
+    fn alloc(&mut self) -> Result<(u64, TablePtr), PgtError> {
+        let bytes = self.geo.granule_bytes();
+        let (pa, va) = self.mem.alloc_table(bytes).ok_or(PgtError::NoMemory)?;
+        if !table_mem_ok(pa, va, bytes, self.geo.oas) {
+            self.mem.free_table(pa, va, bytes);
+            return Err(PgtError::BadTableMemory { pa });
+        }
+        self.live += 1;
+        // SAFETY: fresh allocation of `bytes` = 8 * 2^bpl bytes, checked non-null and aligned.
+        Ok((pa, unsafe { TablePtr::new(va, 1usize << self.geo.bpl) }))
+    }
+
+    fn free_now(&mut self, pa: u64, t: TablePtr) {
+        self.mem.free_table(pa, t.va(), self.geo.granule_bytes());
+        self.live = self.live.saturating_sub(1);
+    }
+
+    /// Free the table at `level` and every table below it, immediately (only for tables the
+    /// walker cannot reach: never published, or the whole tree being dropped).
+    fn free_subtree_now(&mut self, level: u32, pa: u64) {
+        let t = self.table(pa);
+        if level < LEAF_LEVEL {
+            for i in 0..t.entries() {
+                let d = t.get(i);
+                if matches!(d & DESC_TYPE_MASK, DESC_TABLE | DESC_PENDING) {
+                    self.free_subtree_now(level + 1, d & ADDR_MASK);
+                }
+            }
+        }
+        self.free_now(pa, t);
+    }
+
+    #[inline(always)]
+    fn sync(&self, t: TablePtr, first: usize, n: usize) {
+        if !self.cfg.coherent_walk && n != 0 {
+            self.mem.sync_for_device(t.entry_ptr(first), n * 8);
+        }
+    }
+
+    #[inline]
+    fn stash_fill(&mut self, need: usize) -> Result<Stash, PgtError> {
+        let mut s = Stash { head: 0, len: 0 };
+        for _ in 0..need {
+            match self.alloc() {
+                Ok((pa, t)) => {
+                    t.set(0, s.head);
+                    s.head = pa;
+                    s.len += 1;
+                }
+                Err(e) => {
+                    self.stash_drain(&mut s);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// A zeroed table: from the stash, or freshly allocated should a pre-count ever be short.
+    fn stash_take(&mut self, s: &mut Stash) -> Result<(u64, TablePtr), PgtError> {
+        if s.len == 0 {
+            return self.alloc();
+        }
+        let pa = s.head;
+        let t = self.table(pa);
+        s.head = t.get(0);
+        t.set(0, 0);
+        s.len -= 1;
+        Ok((pa, t))
+    }
+
+    fn stash_drain(&mut self, s: &mut Stash) {
+        while s.len != 0 {
+            let pa = s.head;
+            let t = self.table(pa);
+            s.head = t.get(0);
+            s.len -= 1;
+            self.free_now(pa, t);
+        }
+    }
+
+    /// Queue a table unlinked from the tree for freeing by `complete`. Entry 0 becomes the
+    /// link; a PA is granule aligned, so it reads as an invalid descriptor to a walker still
+    /// using a stale walk-cache entry (the range is being unmapped anyway).
+    fn defer(&mut self, gather: &mut Gather, pa: u64, t: TablePtr) {
+        t.set(0, gather.deferred_head);
+        gather.deferred_head = pa;
+        gather.deferred_len += 1;
+    }
+
+    // ---------------------------------------------------------------- map
+
+    /// Read-only pass: `AlreadyMapped` if anything in the range is mapped; otherwise the
+    /// number of tables the write pass will allocate.
+    fn map_check(&self, level: u32, t: TablePtr, iova: u64, pa: u64, size: u64) -> Result<usize, PgtError> {
+        let g = &self.geo;
+        let mut idx = g.index(level, iova);
+        if level == LEAF_LEVEL {
+            let n = (size >> g.pg_shift) as usize;
+            for i in 0..n {
+                let d = t.get(idx + i);
+                if d != 0 {
+                    return Err(if d & DESC_VALID != 0 {
+                        PgtError::AlreadyMapped { iova: iova + ((i as u64) << g.pg_shift) }
+                    } else {
+                        PgtError::SplitPending
+                    });
+                }
+            }
+            return Ok(0);
+        }
+        let esz = g.entry_size(level);
+        let end = iova + size;
+        let mut need = 0usize;
+        let mut cur = iova;
+        while cur < end {
+            let chunk_end = ((cur | (esz - 1)) + 1).min(end);
+            let cpa = pa + (cur - iova);
+            let d = t.get(idx);
+            let n = match d & DESC_TYPE_MASK {
+                _ if d == 0 => self.fresh_need(level, cur, cpa, chunk_end - cur),
+                DESC_TABLE => self.map_check(level + 1, self.table(d & ADDR_MASK), cur, cpa, chunk_end - cur)?,
+                DESC_BLOCK => return Err(PgtError::AlreadyMapped { iova: cur }),
+                _ => return Err(PgtError::SplitPending),
+            };
+            need = need.saturating_add(n);
+            idx += 1;
+            cur = chunk_end;
+        }
+        Ok(need)
+    }
+
+    /// Map a run of pages inside one existing leaf table: check that all are free, then write.
+    /// Returns the number of entries added.
+    #[inline]
+    fn map_leaf_run(&mut self, t: TablePtr, iova: u64, pa: u64, size: u64, attrs: u64) -> Result<u32, PgtError> {
+        let g = &self.geo;
+        let first = g.index(LEAF_LEVEL, iova);
+        let n = (size >> g.pg_shift) as usize;
+        for i in first..first + n {
+            let d = t.get(i);
+            if d != 0 {
+                let at = iova + (((i - first) as u64) << g.pg_shift);
+                return Err(if d & DESC_VALID != 0 {
+                    PgtError::AlreadyMapped { iova: at }
+                } else {
+                    PgtError::SplitPending
+                });
+            }
+        }
+        let page = attrs | DESC_PAGE;
+        let mut out = pa;
+        for i in first..first + n {
+            t.set(i, page | out);
+            out += 1 << g.pg_shift;
+        }
+        self.sync(t, first, n);
+        Ok(n as u32)
+    }
+
+    /// Tables needed to map `[iova, iova + size)` (inside one entry at `level`, currently
+    /// invalid). Mirrors `map_level`'s leaf choice; O(levels^2), independent of the size.
+    fn fresh_need(&self, level: u32, iova: u64, pa: u64, size: u64) -> usize {
+        let g = &self.geo;
+        let esz = g.entry_size(level);
+        if level == LEAF_LEVEL || (size == esz && g.leaf_ok(level) && pa & (esz - 1) == 0) {
+            return 0;
+        }
+        let c = level + 1;
+        let csz = g.entry_size(c);
+        let end = iova + size;
+        let first_end = ((iova | (csz - 1)) + 1).min(end);
+        let mut n = 1usize.saturating_add(self.fresh_need(c, iova, pa, first_end - iova));
+        if first_end < end {
+            let last = ((end - 1) & !(csz - 1)).max(first_end);
+            // All full child entries in between share the PA alignment, hence the need.
+            let mid = ((last - first_end) / csz) as usize;
+            if mid != 0 {
+                let each = self.fresh_need(c, first_end, pa + (first_end - iova), csz);
+                n = n.saturating_add(mid.saturating_mul(each));
+            }
+            n = n.saturating_add(self.fresh_need(c, last, pa + (last - iova), end - last));
+        }
+        n
+    }
+
+    /// Write pass. `fresh`: `t` is a new, unpublished table (the caller cleans it whole).
+    /// `added` counts entries of `t` that became valid (even when an error is returned).
+    #[allow(clippy::too_many_arguments)]
+    fn map_level(
+        &mut self,
+        level: u32,
+        t: TablePtr,
+        fresh: bool,
+        iova: u64,
+        pa: u64,
+        size: u64,
+        attrs: u64,
+        stash: &mut Stash,
+        added: &mut u32,
+    ) -> Result<(), PgtError> {
+        let g = self.geo;
+        let first = g.index(level, iova);
+        if level == LEAF_LEVEL {
+            // The pre-check proved every entry invalid: plain stores, no reads.
+            let n = (size >> g.pg_shift) as usize;
+            let page = attrs | DESC_PAGE;
+            let step = g.granule.size();
+            let mut out = pa;
+            for i in first..first + n {
+                t.set(i, page | out);
+                out += step;
+            }
+            *added += n as u32;
+            if !fresh {
+                self.sync(t, first, n);
+            }
+            return Ok(());
+        }
+        let esz = g.entry_size(level);
+        let leaf_ok = g.leaf_ok(level);
+        let end = iova + size;
+        let mut idx = first;
+        let mut cur = iova;
+        let mut res = Ok(());
+        while cur < end {
+            let chunk_end = ((cur | (esz - 1)) + 1).min(end);
+            let chunk = chunk_end - cur;
+            let cpa = pa + (cur - iova);
+            let d = t.get(idx);
+            if d == 0 && chunk == esz && leaf_ok && cpa & (esz - 1) == 0 {
+                t.set(idx, attrs | DESC_BLOCK | cpa);
+                *added += 1;
+            } else if d & DESC_TYPE_MASK == DESC_TABLE {
+                let child = self.table(d & ADDR_MASK);
+                let mut n = 0;
+                let r = self.map_level(level + 1, child, false, cur, cpa, chunk, attrs, stash, &mut n);
+                if n != 0 {
+                    // Only IGNORED bits change: no break-before-make needed.
+                    t.set(idx, with_count(d, table_count(d) + n));
+                }
+                if r.is_err() {
+                    res = r;
+                    idx += 1;
+                    break;
+                }
+            } else if d == 0 {
+                let (tpa, child) = match self.stash_take(stash) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                };
+                let mut n = 0;
+                let r = self.map_level(level + 1, child, true, cur, cpa, chunk, attrs, stash, &mut n);
+                if n == 0 {
+                    self.free_now(tpa, child);
+                } else {
+                    // Fill, clean, order, then publish with one store.
+                    self.sync(child, 0, child.entries());
+                    publish_barrier();
+                    t.set(idx, table_desc(tpa, n));
+                    *added += 1;
+                }
+                if r.is_err() {
+                    res = r;
+                    idx += 1;
+                    break;
+                }
+            } else {
+                res = Err(if d & DESC_VALID != 0 {
+                    PgtError::AlreadyMapped { iova: cur }
+                } else {
+                    PgtError::SplitPending
+                });
+                break;
+            }
+            idx += 1;
+            cur = chunk_end;
+        }
+        if !fresh {
+            self.sync(t, first, idx - first);
+        }
+        res
+    }
+
+    // ---------------------------------------------------------------- unmap
+
+    /// Tables needed to split the blocks straddling the edges of `[start, end)`, walking from
+    /// table `t` at `level` (which contains the whole range).
+    fn split_check(&self, level: u32, t: TablePtr, start: u64, end: u64) -> usize {
+        let (need, stop) = self.edge_split_need(level, t, start, start, end);
+        if end > stop { need + self.edge_split_need(level, t, end - 1, start, end).0 } else { need }
+    }
+
+    /// Walk towards `addr`. Returns the tables needed if the walk ends at a block only partly
+    /// inside `[start, end)`, and the end of the entry where the walk stopped.
+    fn edge_split_need(&self, mut level: u32, mut t: TablePtr, addr: u64, start: u64, end: u64) -> (usize, u64) {
+        let g = &self.geo;
+        loop {
+            let esz = g.entry_size(level);
+            let base = addr & !(esz - 1);
+            let d = t.get(g.index(level, addr));
+            match d & DESC_TYPE_MASK {
+                DESC_TABLE if level < LEAF_LEVEL => {
+                    t = self.table(d & ADDR_MASK);
+                    level += 1;
+                }
+                DESC_BLOCK if level < LEAF_LEVEL && g.leaf_ok(level) => {
+                    let (hs, he) = (start.max(base), end.min(base + esz));
+                    let full = hs == base && he == base + esz;
+                    let need = if full { 0 } else { self.split_need(level, hs, he) };
+                    return (need, base + esz);
+                }
+                _ => return (0, base + esz),
+            }
+        }
+    }
+
+    /// Tables `build_split` allocates to replace the block at `level` that contains the hole
+    /// `[hs, he)`, minus the hole.
+    fn split_need(&self, level: u32, hs: u64, he: u64) -> usize {
+        let c = level + 1;
+        let mut n = 1;
+        if c < LEAF_LEVEL {
+            let csz = self.geo.entry_size(c);
+            let cb = hs & !(csz - 1);
+            if hs != cb || he < cb + csz {
+                n += self.split_need(c, hs, he.min(cb + csz));
+            }
+            let cb2 = (he - 1) & !(csz - 1);
+            if cb2 != cb && he < cb2 + csz {
+                n += self.split_need(c, cb2, he);
+            }
+        }
+        n
+    }
+
+    /// Build, fully populated and cleaned, the table replacing the block at `level` (base IOVA
+    /// `base`, output `blk_pa`, leaf attributes `attrs`) minus the hole `[hs, he)`.
+    /// Returns its PA and live-entry count (>= 1: the hole is a strict subset).
+    #[allow(clippy::too_many_arguments)]
+    fn build_split(
+        &mut self,
+        level: u32,
+        base: u64,
+        blk_pa: u64,
+        attrs: u64,
+        hs: u64,
+        he: u64,
+        stash: &mut Stash,
+    ) -> Result<(u64, u32), PgtError> {
+        let c = level + 1;
+        let csz = self.geo.entry_size(c);
+        let (tpa, t) = self.stash_take(stash)?;
+        let kind = if c == LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK };
+        let mut cnt = 0;
+        for j in 0..t.entries() {
+            let off = j as u64 * csz;
+            let (cb, ce) = (base + off, base + off + csz);
+            if ce <= hs || cb >= he {
+                t.set(j, attrs | kind | (blk_pa + off));
+                cnt += 1;
+            } else if hs > cb || he < ce {
+                match self.build_split(c, cb, blk_pa + off, attrs, hs.max(cb), he.min(ce), stash) {
+                    Ok((spa, scnt)) => {
+                        t.set(j, table_desc(spa, scnt));
+                        cnt += 1;
+                    }
+                    Err(e) => {
+                        self.free_subtree_now(c, tpa);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        self.sync(t, 0, t.entries());
+        Ok((tpa, cnt))
+    }
+
+    /// Break-before-make, first half: prepare the replacement table, invalidate the block
+    /// (pending marker) and queue the install in the gather.
+    #[allow(clippy::too_many_arguments)]
+    fn split_block(
+        &mut self,
+        level: u32,
+        t: TablePtr,
+        t_pa: u64,
+        idx: usize,
+        d: u64,
+        hs: u64,
+        he: u64,
+        gather: &mut Gather,
+        stash: &mut Stash,
+    ) -> Result<(), PgtError> {
+        let slot = gather.pending.iter().position(Option::is_none).ok_or(PgtError::SplitPending)?;
+        let esz = self.geo.entry_size(level);
+        let base = hs & !(esz - 1);
+        let blk_pa = d & ADDR_MASK & !(esz - 1);
+        let (spa, cnt) = self.build_split(level, base, blk_pa, d & LEAF_ATTR_MASK, hs, he, stash)?;
+        let desc = table_desc(spa, cnt);
+        t.set(idx, desc & !DESC_VALID);
+        gather.pending[slot] = Some(PendingInstall { table_pa: t_pa, idx, desc });
+        self.pending_splits += 1;
+        gather.note_leaf(base, base + esz, esz);
+        Ok(())
+    }
+
+    /// Unlink-time accounting of a whole subtree (its parent entry is already cleared):
+    /// queue all its tables for freeing and return the bytes it mapped.
+    fn detach(&mut self, level: u32, pa: u64, count: u32, gather: &mut Gather) -> u64 {
+        let g = self.geo;
+        let t = self.table(pa);
+        let mut bytes = 0;
+        if level == LEAF_LEVEL {
+            if count != 0 {
+                bytes = u64::from(count) * g.granule.size();
+                gather.note_size(g.granule.size());
+            }
+        } else {
+            let esz = g.entry_size(level);
+            let mut seen = 0;
+            let mut i = 0;
+            while seen < count && i < t.entries() {
+                let d = t.get(i);
+                match d & DESC_TYPE_MASK {
+                    DESC_BLOCK if g.leaf_ok(level) => {
+                        bytes += esz;
+                        gather.note_size(esz);
+                        seen += 1;
+                    }
+                    DESC_TABLE | DESC_PENDING => {
+                        bytes += self.detach(level + 1, d & ADDR_MASK, table_count(d), gather);
+                        seen += 1;
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        self.defer(gather, pa, t);
+        bytes
+    }
+
+    /// Clear the valid pages of `[iova, iova + size)` inside one leaf table.
+    #[inline]
+    fn unmap_leaf_run(
+        &mut self,
+        t: TablePtr,
+        iova: u64,
+        size: u64,
+        gather: &mut Gather,
+        bytes: &mut u64,
+        removed: &mut u32,
+    ) {
+        let g = &self.geo;
+        let first = g.index(LEAF_LEVEL, iova);
+        let n = (size >> g.pg_shift) as usize;
+        let gsz = g.granule.size();
+        let (mut lo, mut hi, mut cnt) = (usize::MAX, 0, 0u32);
+        for i in 0..n {
+            if t.get(first + i) & DESC_VALID != 0 {
+                t.set(first + i, 0);
+                cnt += 1;
+                lo = lo.min(i);
+                hi = i;
+            }
+        }
+        if cnt != 0 {
+            gather.note_leaf(iova + lo as u64 * gsz, iova + (hi as u64 + 1) * gsz, gsz);
+            *bytes += u64::from(cnt) * gsz;
+            *removed += cnt;
+            self.sync(t, first + lo, hi + 1 - lo);
+        }
+    }
+
+    /// Write pass of unmap. `removed` counts entries of `t` that stopped being live.
+    #[allow(clippy::too_many_arguments)]
+    fn unmap_level(
+        &mut self,
+        level: u32,
+        t: TablePtr,
+        t_pa: u64,
+        iova: u64,
+        size: u64,
+        gather: &mut Gather,
+        stash: &mut Stash,
+        bytes: &mut u64,
+        removed: &mut u32,
+    ) -> Result<(), PgtError> {
+        let g = self.geo;
+        let first = g.index(level, iova);
+        if level == LEAF_LEVEL {
+            self.unmap_leaf_run(t, iova, size, gather, bytes, removed);
+            return Ok(());
+        }
+        let esz = g.entry_size(level);
+        let end = iova + size;
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        let mut idx = first;
+        let mut cur = iova;
+        let mut res = Ok(());
+        while cur < end {
+            let chunk_end = ((cur | (esz - 1)) + 1).min(end);
+            let chunk = chunk_end - cur;
+            let full = chunk == esz;
+            let d = t.get(idx);
+            match d & DESC_TYPE_MASK {
+                DESC_BLOCK if g.leaf_ok(level) => {
+                    if full {
+                        t.set(idx, 0);
+                        *removed += 1;
+                        *bytes += esz;
+                        gather.note_leaf(cur, chunk_end, esz);
+                    } else if let Err(e) = self.split_block(level, t, t_pa, idx, d, cur, chunk_end, gather, stash) {
+                        res = Err(e);
+                        break;
+                    } else {
+                        // The entry stays live (pending) in the count.
+                        *bytes += chunk;
+                    }
+                    lo = lo.min(idx);
+                    hi = idx;
+                }
+                DESC_TABLE => {
+                    let cpa = d & ADDR_MASK;
+                    if full {
+                        t.set(idx, 0);
+                        *removed += 1;
+                        *bytes += self.detach(level + 1, cpa, table_count(d), gather);
+                        gather.add_range(cur, chunk_end);
+                        gather.leaf_only = false;
+                        lo = lo.min(idx);
+                        hi = idx;
+                    } else {
+                        let child = self.table(cpa);
+                        let mut r = 0;
+                        let rr = self.unmap_level(level + 1, child, cpa, cur, chunk, gather, stash, bytes, &mut r);
+                        if r != 0 {
+                            let left = table_count(d).saturating_sub(r);
+                            if left == 0 {
+                                t.set(idx, 0);
+                                *removed += 1;
+                                self.defer(gather, cpa, child);
+                                gather.leaf_only = false;
+                            } else {
+                                t.set(idx, with_count(d, left));
+                            }
+                            lo = lo.min(idx);
+                            hi = idx;
+                        }
+                        if rr.is_err() {
+                            res = rr;
+                            break;
+                        }
+                    }
+                }
+                // Invalid: a hole.
+                _ => {}
+            }
+            idx += 1;
+            cur = chunk_end;
+        }
+        if lo <= hi {
+            self.sync(t, lo, hi + 1 - lo);
+        }
+        res
+    }
+}
+
+impl<M: TableMemory> Drop for IoPageTable<M> {
+    fn drop(&mut self) {
+        let root = self.root();
+        for i in 0..root.entries() {
+            let d = root.get(i);
+            if matches!(d & DESC_TYPE_MASK, DESC_TABLE | DESC_PENDING) {
+                self.free_subtree_now(self.geo.start + 1, d & ADDR_MASK);
+            }
+        }
+        self.mem.free_table(self.root_pa, self.root_va, self.geo.root_bytes());
+    }
+}
+
+/// Is `(pa, va)` usable as a table of `bytes` bytes below `1 << oas`?
+fn table_mem_ok(pa: u64, va: *mut u64, bytes: usize, oas: u32) -> bool {
+    !va.is_null()
+        && (va as usize).is_multiple_of(8)
+        && pa.is_multiple_of(bytes as u64)
+        && pa.checked_add(bytes as u64).is_some_and(|e| e <= 1u64 << oas)
+}
