@@ -61,8 +61,11 @@ pub fn boot_info() -> BootInfo {
 }
 
 /// Size of the flattened device tree at `ptr` from its header, if the magic is right.
-pub fn fdt_total_size(ptr: *const u8) -> Option<usize> {
-    if ptr.is_null() || (ptr as usize) % 8 != 0 {
+///
+/// # Safety
+/// `ptr` must be null or point to at least 8 readable bytes.
+pub unsafe fn fdt_total_size(ptr: *const u8) -> Option<usize> {
+    if ptr.is_null() || !(ptr as usize).is_multiple_of(8) {
         return None;
     }
     // SAFETY: the loader passes a DTB here; the header is 8-byte aligned and at

@@ -26,7 +26,8 @@ const HEAP_BYTES: u64 = 64 << 20;
 extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) -> ! {
     // 1. What the loader gave us: the image span and the DTB span (its header says its size).
     let (img_start, img_end) = (&raw const __image_start as u64, &raw const __image_end as u64);
-    let dtb_size = boot::fdt_total_size(dtb as *const u8).unwrap_or(0);
+    // SAFETY: x0 from the loader is the DTB address (or 0); its header is readable.
+    let dtb_size = unsafe { boot::fdt_total_size(dtb as *const u8) }.unwrap_or(0);
     boot::record(load, img_end - img_start, dtb, dtb_size as u64, entry_el as u8, bad_relocs);
 
     // 2. MMU and caches on, knowing only the image and the DTB as RAM.
@@ -43,10 +44,10 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
     // SAFETY: the loader passed a DTB of `dtb_size` bytes at `dtb`, mapped as RAM.
     let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, dtb_size) };
     let Ok(platform) = dt::describe(blob) else { arch::exit::exit(5) };
-    if let Some(c) = &platform.console {
-        if c.kind == dt::ConsoleKind::Pl011 {
-            console::set_uart(console::UartKind::Pl011, c.base);
-        }
+    if let Some(c) = &platform.console
+        && c.kind == dt::ConsoleKind::Pl011
+    {
+        console::set_uart(console::UartKind::Pl011, c.base);
     }
     arch::exit::set_psci_conduit(platform.psci.as_ref().map(|p| match p.method {
         dt::PsciMethod::Hvc => arch::exit::Conduit::Hvc,

@@ -68,7 +68,7 @@ pub fn provoke_brk() -> Option<u64> {
 #[unsafe(no_mangle)]
 extern "C" fn exception_entry(frame: &mut TrapFrame, kind: u64) {
     let ec = (frame.esr >> 26) & 0x3f;
-    let sync = kind % 4 == 0;
+    let sync = kind.is_multiple_of(4);
     if sync && ec == 0 && frame.elr == super::exit::semihost_trap_addr() {
         super::exit::mark_semihosting_absent();
         frame.x[0] = super::exit::SEMIHOST_UNAVAILABLE;

@@ -10,7 +10,8 @@ pub const ATTR_DEVICE_NGNRNE: u64 = 0;
 pub const ATTR_NORMAL_WB: u64 = 1;
 pub const ATTR_NORMAL_NC: u64 = 2;
 pub const ATTR_DEVICE_NGNRE: u64 = 3;
-const MAIR: u64 = 0x00 | (0xff << 8) | (0x44 << 16) | (0x04 << 24);
+/// idx0 Device-nGnRnE (0x00), idx1 Normal WB (0xff), idx2 Normal NC (0x44), idx3 Device-nGnRE (0x04).
+const MAIR: u64 = (0xff << 8) | (0x44 << 16) | (0x04 << 24);
 
 const L1_TABLES: usize = 8; // 8 x 512 GiB: the identity map covers 4 TiB
 const L2_POOL: usize = 48;
@@ -81,6 +82,12 @@ pub fn mapped_limit() -> u64 {
 pub struct RamRanges {
     r: [(u64, u64); 32],
     n: usize,
+}
+
+impl Default for RamRanges {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl RamRanges {
@@ -192,6 +199,7 @@ fn tcr() -> u64 {
 /// the stack and the DTB.
 pub unsafe fn enable(ram: &RamRanges, image: (u64, u64)) -> Result<(), MmuError> {
     // SAFETY: single CPU, MMU off, nothing else refers to EARLY.
+    #[allow(clippy::deref_addrof)]
     let set = unsafe { &mut *(&raw mut EARLY) };
     build(set, ram)?;
     // Data written with the MMU off went to memory; drop any stale cached copies
@@ -231,6 +239,7 @@ pub unsafe fn enable(ram: &RamRanges, image: (u64, u64)) -> Result<(), MmuError>
 /// Called once, with the MMU on, and `ram` must still cover everything in use.
 pub unsafe fn switch_final(ram: &RamRanges) -> Result<(), MmuError> {
     // SAFETY: FINAL is not live yet; only this function writes it, once.
+    #[allow(clippy::deref_addrof)]
     let set = unsafe { &mut *(&raw mut FINAL) };
     build(set, ram)?;
     let ttbr = &raw const set.l0 as u64;

@@ -148,15 +148,15 @@ pub fn enumerate(host_index: usize, host: &PciHost) -> (Vec<Function>, Vec<PciEr
             for func in 0..8u8 {
                 let a = PciAddress::new(0, bus, dev, func);
                 let h = PciHeader::new(a);
-                let (vendor, device) = h.id(&ecam);
+                let (vendor, device) = h.id(ecam);
                 if vendor == 0xffff {
                     if func == 0 {
                         break;
                     }
                     continue;
                 }
-                let (_, class, subclass, _) = h.revision_and_class(&ecam);
-                let multi = func == 0 && h.has_multiple_functions(&ecam);
+                let (_, class, subclass, _) = h.revision_and_class(ecam);
+                let multi = func == 0 && h.has_multiple_functions(ecam);
                 let mut f = Function {
                     addr: a,
                     vendor,
@@ -168,10 +168,10 @@ pub fn enumerate(host_index: usize, host: &PciHost) -> (Vec<Function>, Vec<PciEr
                     stream: host.rid_to_sid(rid(a)),
                     host: host_index,
                 };
-                if h.header_type(&ecam) == HeaderType::Endpoint {
-                    if let Err(e) = assign_bars(&ecam, &h, &mut f, &mut windows) {
-                        errors.push(e);
-                    }
+                if h.header_type(ecam) == HeaderType::Endpoint
+                    && let Err(e) = assign_bars(&ecam, &h, &mut f, &mut windows)
+                {
+                    errors.push(e);
                 }
                 out.push(f);
                 if func == 0 && !multi {

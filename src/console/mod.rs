@@ -92,7 +92,7 @@ pub fn _print(args: fmt::Arguments) {
 pub fn backtrace(w: &mut dyn Write, mut fp: u64) {
     let _ = writeln!(w, "    backtrace (image loaded at {:#x}):", crate::boot_info().load_addr);
     for depth in 0..16 {
-        if fp == 0 || fp % 16 != 0 || !crate::boot_info().in_ram(fp, 16) {
+        if fp == 0 || !fp.is_multiple_of(16) || !crate::boot_info().in_ram(fp, 16) {
             break;
         }
         // SAFETY: fp is 16-byte aligned and inside RAM (checked above); a frame

@@ -155,10 +155,10 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
                 a.alloc(size, dev.mask).map_err(IommuError::from)?
             };
             if let Err(e) = io.map(did, iova, pa - off, size, prot(dir)) {
-                if let Ok(d) = io.domain(did) {
-                    if let Some(a) = d.iova.as_mut() {
-                        let _ = a.free(iova);
-                    }
+                if let Ok(d) = io.domain(did)
+                    && let Some(a) = d.iova.as_mut()
+                {
+                    let _ = a.free(iova);
                 }
                 return Err(e.into());
             }
@@ -238,10 +238,10 @@ pub fn map_sg(dev: &DmaDevice, segs: &[(u64, usize)], dir: Direction) -> Result<
 pub fn unmap_sg(dev: &DmaDevice, dmas: &[u64], segs: &[(u64, usize)], dir: Direction) -> Result<(), DmaError> {
     let mut first = Ok(());
     for (d, s) in dmas.iter().zip(segs) {
-        if let Err(e) = unmap_single(dev, *d, s.1, dir) {
-            if first.is_ok() {
-                first = Err(e);
-            }
+        if let Err(e) = unmap_single(dev, *d, s.1, dir)
+            && first.is_ok()
+        {
+            first = Err(e);
         }
     }
     first

@@ -367,10 +367,10 @@ impl Iommu {
             }
         }
         drop(reg);
-        if let Some(old) = self.groups[group].domain {
-            if let Ok(od) = self.domain(old) {
-                od.attached.retain(|m| !masters.contains(m));
-            }
+        if let Some(old) = self.groups[group].domain
+            && let Ok(od) = self.domain(old)
+        {
+            od.attached.retain(|m| !masters.contains(m));
         }
         self.groups[group].domain = Some(did);
         self.domain(did)?.attached.extend(masters.iter().copied());

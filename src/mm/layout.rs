@@ -46,10 +46,10 @@ pub fn usable(ram: &[Span], holes: &[Span], align: u64) -> Vec<Span> {
         for p in pieces {
             let s = p.start.checked_add(align - 1).map(|v| v & !(align - 1));
             let e = p.end & !(align - 1);
-            if let Some(s) = s {
-                if s < e {
-                    out.push(Span { start: s, end: e });
-                }
+            if let Some(s) = s
+                && s < e
+            {
+                out.push(Span { start: s, end: e });
             }
         }
     }

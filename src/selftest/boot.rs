@@ -37,7 +37,7 @@ static SELF_PTR: &fn(&Ctx) -> Outcome = &(relocated as fn(&Ctx) -> Outcome);
 fn relocated(c: &Ctx) -> Outcome {
     let bi = crate::boot_info();
     ensure!(bi.unsupported_relocs == 0, "{} relocations of an unsupported type", bi.unsupported_relocs);
-    ensure!(bi.load_addr % (2 << 20) == 0, "load address {:#x} is not 2 MiB aligned", bi.load_addr);
+    ensure!(bi.load_addr.is_multiple_of(2 << 20), "load address {:#x} is not 2 MiB aligned", bi.load_addr);
     // A function pointer stored in static data is only right if relocation ran.
     let stored = *SELF_PTR as usize;
     let actual = relocated as fn(&Ctx) -> Outcome as usize;

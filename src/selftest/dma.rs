@@ -54,23 +54,35 @@ impl Guarded {
         let pages = inner + 2;
         let base = frames::alloc_zeroed(pages)?;
         let g = Guarded { base, pages, pa: base + PAGE as u64, len };
-        g.guard_mut(0).fill(CANARY);
-        g.guard_mut(1).fill(CANARY);
+        g.write_each(g.guard(0), PAGE, |_| CANARY);
+        g.write_each(g.guard(1), PAGE, |_| CANARY);
         Some(g)
     }
-    fn guard_mut(&self, which: usize) -> &mut [u8] {
-        let at = if which == 0 { self.base } else { self.pa + (self.len.div_ceil(PAGE) * PAGE) as u64 };
-        // SAFETY: the guard pages belong to this buffer's frame allocation.
-        unsafe { core::slice::from_raw_parts_mut(at as *mut u8, PAGE) }
+    fn guard(&self, which: usize) -> u64 {
+        if which == 0 { self.base } else { self.pa + (self.len.div_ceil(PAGE) * PAGE) as u64 }
     }
-    fn bytes(&self) -> &mut [u8] {
-        // SAFETY: [pa, pa+len) is inside this buffer's frames; tests are single-threaded.
-        unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, self.len) }
+    /// Write `f(i)` to byte i of [at, at+len), which lies inside this allocation.
+    fn write_each(&self, at: u64, len: usize, f: impl Fn(usize) -> u8) {
+        for i in 0..len {
+            // SAFETY: callers pass ranges inside this buffer's frames, which the test
+            // owns; the device may write them too, hence volatile.
+            unsafe { core::ptr::write_volatile((at as *mut u8).add(i), f(i)) };
+        }
+    }
+    fn read_at(&self, at: u64, len: usize) -> &[u8] {
+        // SAFETY: [at, at+len) is inside this buffer's frames (guards or data).
+        unsafe { core::slice::from_raw_parts(at as *const u8, len) }
+    }
+    fn bytes(&self) -> &[u8] {
+        self.read_at(self.pa, self.len)
+    }
+    fn set_all(&self, v: u8) {
+        self.write_each(self.pa, self.len, |_| v);
     }
     fn fill(&self, seed: u8) {
-        for (i, b) in self.bytes().iter_mut().enumerate() {
-            *b = seed.wrapping_add((i as u8).wrapping_mul(7)).wrapping_add((i >> 8) as u8);
-        }
+        self.write_each(self.pa, self.len, |i| {
+            seed.wrapping_add((i as u8).wrapping_mul(7)).wrapping_add((i >> 8) as u8)
+        });
     }
     fn same_as(&self, other: &Guarded) -> Option<usize> {
         self.bytes().iter().zip(other.bytes().iter()).position(|(a, b)| a != b)
@@ -79,7 +91,8 @@ impl Guarded {
         self.bytes().iter().all(|&b| b == v)
     }
     fn canaries_intact(&self) -> bool {
-        self.guard_mut(0).iter().all(|&b| b == CANARY) && self.guard_mut(1).iter().all(|&b| b == CANARY)
+        self.read_at(self.guard(0), PAGE).iter().all(|&b| b == CANARY)
+            && self.read_at(self.guard(1), PAGE).iter().all(|&b| b == CANARY)
     }
 }
 
@@ -162,10 +175,10 @@ fn spare_iova(did: DomainId, mask: u64) -> Option<u64> {
 
 fn release_iova(did: DomainId, iova: u64) {
     let mut io = IOMMU.lock();
-    if let Ok(d) = io.domain(did) {
-        if let Some(a) = d.iova.as_mut() {
-            let _ = a.free(iova);
-        }
+    if let Ok(d) = io.domain(did)
+        && let Some(a) = d.iova.as_mut()
+    {
+        let _ = a.free(iova);
     }
 }
 
@@ -199,8 +212,8 @@ fn remap_round(e: &mut EduDev, invalidate: bool) -> Result<(u8, u8), Outcome> {
     let a = Guarded::new(PAGE).ok_or(Outcome::Fail("no memory".into()))?;
     let b = Guarded::new(PAGE).ok_or(Outcome::Fail("no memory".into()))?;
     let out = Guarded::new(PAGE).ok_or(Outcome::Fail("no memory".into()))?;
-    a.bytes().fill(0x11);
-    b.bytes().fill(0x22);
+    a.set_all(0x11);
+    b.set_all(0x22);
     let iova = spare_iova(did, e.dma.mask).ok_or(Outcome::Fail("no IOVA".into()))?;
     let o = dma::map_single(&e.dma, out.pa, 64, Direction::FromDevice).map_err(|x| Outcome::Fail(format!("{x}")))?;
     let run = |e: &mut EduDev| -> Result<u8, Outcome> {
@@ -365,10 +378,10 @@ fn in_domain(
         return Outcome::Fail(format!("attach: {x}"));
     }
     let r = f(e, did);
-    if let Some(old) = old {
-        if let Err(x) = IOMMU.lock().attach(m, old) {
-            return Outcome::Fail(format!("re-attach to the default domain: {x}"));
-        }
+    if let Some(old) = old
+        && let Err(x) = IOMMU.lock().attach(m, old)
+    {
+        return Outcome::Fail(format!("re-attach to the default domain: {x}"));
     }
     r
 }
@@ -437,7 +450,7 @@ fn global_bypass(_: &Ctx) -> Outcome {
         if buf.pa + PAGE as u64 - 1 > e.dma.mask {
             return Outcome::Skip("RAM beyond the edu's DMA mask".into());
         }
-        buf.bytes().fill(0);
+        buf.set_all(0);
         // SMMU off, GBPA bypass: the device reaches physical memory.
         tri!(registry::with_smmu(0, |s| s.set_enabled(false, false)).unwrap_or(Ok(())), "disable");
         let src = some!(Guarded::new(PAGE), "no memory");
@@ -446,7 +459,7 @@ fn global_bypass(_: &Ctx) -> Outcome {
         let bypassed = buf.same_as(&src).is_none();
         // SMMU off, GBPA abort: nothing gets through.
         let r2 = registry::with_smmu(0, |s| s.set_enabled(false, true)).unwrap_or(Ok(()));
-        buf.bytes().fill(0);
+        buf.set_all(0);
         let r3 = copy(e, src.pa, buf.pa, PAGE);
         let aborted = buf.all(0);
         // Back on: translation works again.
@@ -662,10 +675,8 @@ fn attach_detach(_: &Ctx) -> Outcome {
             }
             // bypass
             tri!(IOMMU.lock().attach(m, ident), "attach identity");
-            if bypass_ok {
-                if let Outcome::Fail(x) = copy_and_check(e, PAGE) {
-                    return Outcome::Fail(format!("round {round}, identity: {x}"));
-                }
+            if bypass_ok && let Outcome::Fail(x) = copy_and_check(e, PAGE) {
+                return Outcome::Fail(format!("round {round}, identity: {x}"));
             }
             // blocked: the physical address no longer works
             tri!(IOMMU.lock().attach(m, blocked), "attach blocked");

@@ -151,10 +151,10 @@ impl SteWriter for LiveSte<'_> {
     }
     fn sync(&mut self) {
         self.smmu.mem.to_device(self.pa, 64);
-        if self.err.is_none() {
-            if let Err(e) = self.smmu.run(&[Command::CfgiSte { sid: self.sid, leaf: true }]) {
-                self.err = Some(e);
-            }
+        if self.err.is_none()
+            && let Err(e) = self.smmu.run(&[Command::CfgiSte { sid: self.sid, leaf: true }])
+        {
+            self.err = Some(e);
         }
     }
 }
