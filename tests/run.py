@@ -17,8 +17,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
-LOGS = os.path.join(BUILD, "logs")
-KERNEL = os.path.join(BUILD, "kernel.bin")
+# Overridable so several people can test their own builds side by side.
+LOGS = os.environ.get("SMMU_LOGS", os.path.join(BUILD, "logs"))
+KERNEL = os.environ.get("SMMU_KERNEL", os.path.join(BUILD, "kernel.bin"))
 UBOOT = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -246,6 +247,7 @@ def main():
     ap.add_argument("--only", help="comma-separated boot names (and 'host')")
     ap.add_argument("--filter", help="in-kernel test filter passed as test=")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--no-host", action="store_true", help="skip host unit tests and host checks")
     a = ap.parse_args()
     os.makedirs(LOGS, exist_ok=True)
     if a.list:
@@ -255,7 +257,7 @@ def main():
         return 0
     only = set(a.only.split(",")) if a.only else None
     t = Tally()
-    if not only or "host" in only:
+    if (not only or "host" in only) and not a.no_host:
         run_host_unit_tests(t)
         hostchecks.run(t, ROOT, host_triple())
     for b in BOOTS:
