@@ -28,6 +28,33 @@ BOOTS = [
         "bootargs": ["iommu.strict=0", "expect.smmus=1"],
     },
     {
+        "name": "virt-directmap",
+        "what": "reserved-memory with iommu-addresses for the first edu (DTB patched): mapped from boot",
+        "bootargs": ["test=dma::direct_map,dma::translate,boot::", "expect.smmus=1"],
+        # The first edu is 00:01.0 (phys.hi 0x800). iommu-addresses cells follow the
+        # device's parent bus (PCI: 3 address cells, 2 size cells), as Linux reads them.
+        "dtb_overlay": """
+/ {
+    reserved-memory {
+        #address-cells = <2>;
+        #size-cells = <2>;
+        ranges;
+        edu_window: dma-window@70000000 {
+            reg = <0x0 0x70000000 0x0 0x100000>;
+            no-map;
+            iommu-addresses = <&edu0 0x0 0x0 0x70000000 0x0 0x100000>;
+        };
+    };
+};
+&{/pcie@10000000} {
+    edu0: edu@1,0 {
+        reg = <0x800 0 0 0 0>;
+        memory-region = <&edu_window>;
+    };
+};
+""",
+    },
+    {
         "name": "virt-el2",
         "what": "-kernel, entered at EL2 (virtualization=on)",
         "replace": {"virt,iommu=smmuv3,gic-version=3": "virt,iommu=smmuv3,gic-version=3,virtualization=on"},

@@ -164,6 +164,26 @@ def board_args(board):
     return [w for line in open(path) for w in line.split("#", 1)[0].split()]
 
 
+def patch_dtb(boot, argv):
+    """For boots with `dtb_overlay`: dump QEMU's own DTB for this exact machine,
+    append the overlay source (dtc syntax, `&{/path}` to extend nodes), compile it and
+    boot with -dtb. Returns the new argv."""
+    name = boot["name"]
+    raw = os.path.join(LOGS, f"{name}.dump.dtb")
+    out = os.path.join(LOGS, f"{name}.dtb")
+    dump = list(argv)
+    i = dump.index("-M")
+    dump[i + 1] += f",dumpdtb={raw}"
+    subprocess.run(dump, cwd=ROOT, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    dts = subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", raw], capture_output=True, text=True,
+                         check=True).stdout
+    src = os.path.join(LOGS, f"{name}.dts")
+    with open(src, "w") as f:
+        f.write(dts + "\n" + boot["dtb_overlay"])
+    subprocess.run(["dtc", "-q", "-I", "dts", "-O", "dtb", "-o", out, src], check=True)
+    return argv + ["-dtb", out]
+
+
 def boot_args(boot, test_filter=None):
     words = board_args(boot.get("board", "qemu-virt")) + list(boot.get("bootargs", []))
     f = test_filter or boot.get("filter")
@@ -178,8 +198,14 @@ def run_boot(t: Tally, boot, test_filter=None):
     if test_filter and not boot.get("uboot"):
         argv[argv.index("-append") + 1] = boot_args(boot, test_filter)
     print(f"== boot {name}: {boot['what']} ==", flush=True)
-    print("   " + " ".join(shlex.quote(a) for a in argv), flush=True)
     log = os.path.join(LOGS, f"qemu-{name}.log")
+    if "dtb_overlay" in boot:
+        try:
+            argv = patch_dtb(boot, argv)
+        except (subprocess.SubprocessError, OSError, ValueError) as e:
+            t.fail(f"{name}::dtb", f"could not build the patched DTB: {e}")
+            return
+    print("   " + " ".join(shlex.quote(a) for a in argv), flush=True)
     start = time.time()
     deadline = start + boot.get("timeout", 120)
     q = Qemu(argv, log)

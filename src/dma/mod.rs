@@ -85,6 +85,8 @@ pub struct DmaDevice {
     pub master: Option<MasterId>,
     /// Device snoops CPU caches (no maintenance needed).
     pub coherent: bool,
+    /// Firmware direct maps (IOVA == PA) installed for it at registration: (iova, size).
+    pub direct_maps: Vec<(u64, u64)>,
 }
 
 /// Which path a device's DMA takes right now.
@@ -273,7 +275,19 @@ pub fn free_coherent(dev: &DmaDevice, cpu: u64, dma: u64, size: usize) -> Result
 /// it becomes an IOMMU master in a default domain (`iommu.passthrough`: identity,
 /// else a stage-1 DMA domain); without, it uses the direct path.
 pub fn add_device(name: &str, stream: Option<(u32, u32)>, mask: u64, coherent: bool) -> Result<DmaDevice, DmaError> {
-    let mut dev = DmaDevice { name: name.into(), mask, master: None, coherent };
+    add_device_with_maps(name, stream, mask, coherent, &[])
+}
+
+/// `add_device`, then install the device's firmware direct maps (`reserved-memory`
+/// regions with `iommu-addresses`) in its default domain, before any driver uses it.
+pub fn add_device_with_maps(
+    name: &str,
+    stream: Option<(u32, u32)>,
+    mask: u64,
+    coherent: bool,
+    direct: &[(u64, u64)],
+) -> Result<DmaDevice, DmaError> {
+    let mut dev = DmaDevice { name: name.into(), mask, master: None, coherent, direct_maps: direct.to_vec() };
     let Some((ph, sid)) = stream else { return Ok(dev) };
     let Some(smmu) = registry::by_phandle(ph) else {
         // Its SMMU is absent or not in use (disabled in the DT): direct DMA.
@@ -283,6 +297,10 @@ pub fn add_device(name: &str, stream: Option<(u32, u32)>, mask: u64, coherent: b
     let m = io.add_master(name, smmu, &[sid], None)?;
     let ty = if PASSTHROUGH.load(Ordering::SeqCst) { DomainType::Identity } else { DomainType::Dma };
     let did = io.domain_alloc(smmu, ty, Stage::S1)?;
+    // Direct maps go in before the STE points at the domain: no window without them.
+    for &(iova, size) in direct {
+        io.install_direct_map(did, iova, size)?;
+    }
     io.attach(m, did)?;
     dev.master = Some(m);
     Ok(dev)

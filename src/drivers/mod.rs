@@ -98,7 +98,8 @@ pub fn probe_all(p: &Platform, args: &BootArgs) {
                     continue;
                 }
             };
-            let d = match dma::add_device(&name, f.stream, mask, h.coherent) {
+            let direct = p.pci_device_node(i, f.rid).map(|n| p.direct_maps_for(n)).unwrap_or_default();
+            let d = match dma::add_device_with_maps(&name, f.stream, mask, h.coherent, &direct) {
                 Ok(d) => d,
                 Err(err) => {
                     PROBE_ERRORS.lock().push(alloc::format!("{name}: {err}"));

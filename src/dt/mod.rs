@@ -316,6 +316,16 @@ pub struct PciHost {
     pub msi_parent: Option<u32>,
     pub coherent: bool,
     pub enabled: bool,
+    /// PCI device nodes the DT describes under this host (needed to tie a function
+    /// to DT properties such as `memory-region` / `iommu-addresses`).
+    pub devices: Vec<PciDeviceNode>,
+}
+
+/// A DT node for one PCI function: its path and Requester ID (from `reg` phys.hi).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PciDeviceNode {
+    pub node: String,
+    pub rid: u16,
 }
 
 /// Everything the kernel needs from the DT, plus what went wrong per node.
@@ -336,6 +346,16 @@ pub struct Platform {
 
 impl Platform {
     /// The SMMU whose node carries phandle `ph` (as used by `iommu-map`).
+    /// Fixed IOVA mappings (`iommu-addresses`) a device node needs: (iova, size).
+    pub fn direct_maps_for(&self, node: &str) -> Vec<(u64, u64)> {
+        self.direct_maps.iter().filter(|d| d.master == node).map(|d| (d.iova, d.size)).collect()
+    }
+
+    /// The DT node describing PCI function `rid` on host `host`, if any.
+    pub fn pci_device_node(&self, host: usize, rid: u16) -> Option<&str> {
+        self.pci_hosts.get(host)?.devices.iter().find(|d| d.rid == rid).map(|d| d.node.as_str())
+    }
+
     pub fn smmu_by_phandle(&self, ph: u32) -> Option<&Smmu> {
         self.smmus.iter().find(|s| s.phandle == Some(ph))
     }

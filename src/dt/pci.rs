@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::addr::{number, slice};
 use super::iommu::SMMU_V3;
-use super::{Ctx, IdMap, PciHost, PciRange, PciSpace, Problem};
+use super::{Ctx, IdMap, PciDeviceNode, PciHost, PciRange, PciSpace, Problem};
 
 /// phys.hi of a PCI address: space code in bits 24-25, prefetchable in bit 30.
 const SPACE_SHIFT: u32 = 24;
@@ -77,6 +77,8 @@ impl Ctx<'_, '_> {
         }
         let msi_map = self.id_map(n, "msi-map", false);
         let msi_parent = self.msi_parent(n);
+        let mut devices = Vec::new();
+        self.pci_devices(n, &mut devices, 0);
         Some(PciHost {
             node: t.path(n).to_string(),
             ecam_base,
@@ -89,7 +91,22 @@ impl Ctx<'_, '_> {
             msi_parent,
             coherent: t.is_coherent(n),
             enabled: t.is_enabled(n),
+            devices,
         })
+    }
+
+    /// Child nodes of a PCI bus: `reg` phys.hi carries bus[23:16] dev[15:11] fn[10:8].
+    fn pci_devices(&mut self, n: usize, out: &mut Vec<PciDeviceNode>, depth: usize) {
+        let t = self.t;
+        if depth > 8 {
+            return;
+        }
+        for &c in t.children(n) {
+            let Some(cells) = self.ok(c, t.cells_prop(c, "reg")).flatten() else { continue };
+            let Some(&hi) = cells.first() else { continue };
+            out.push(PciDeviceNode { node: t.path(c).to_string(), rid: ((hi >> 8) & 0xffff) as u16 });
+            self.pci_devices(c, out, depth.saturating_add(1));
+        }
     }
 
     fn bus_range(&mut self, n: usize) -> (u8, u8) {

@@ -347,6 +347,7 @@ fn rid_to_sid_follows_of_map_id() {
         msi_parent: None,
         coherent: false,
         enabled: true,
+        devices: Vec::new(),
     };
     assert_eq!(h.rid_to_sid(0x0f), None);
     assert_eq!(h.rid_to_sid(0x10), Some((1, 0x100)));
@@ -463,4 +464,18 @@ fn find_path_matches_unit_address_less_names() {
     assert_eq!(t.path(n), "/intc@8000000/its@8080000");
     assert_eq!(t.find_path("/intc@8000001"), None);
     assert_eq!(t.find_path("intc"), None);
+}
+
+/// QEMU's own DTB with a `reserved-memory` window whose `iommu-addresses` names a
+/// PCI device node (the runner's virt-directmap boot builds it the same way).
+#[test]
+fn pci_device_node_and_direct_map() {
+    let p = describe(include_bytes!("../../tests/dt/qemu-virt-directmap.dtb")).unwrap();
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    let node = p.pci_device_node(0, 0x08).expect("edu@1,0 node");
+    assert_eq!(node, "/pcie@10000000/edu@1,0");
+    assert_eq!(p.direct_maps_for(node), vec![(0x7000_0000, 0x10_0000)]);
+    assert_eq!(p.pci_device_node(0, 0x10), None);
+    let r = p.reserved.iter().find(|r| r.base == 0x7000_0000).expect("window reserved");
+    assert!(r.no_map && r.size == 0x10_0000);
 }

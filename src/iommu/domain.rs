@@ -390,6 +390,25 @@ impl Iommu {
         Ok(())
     }
 
+    /// A firmware-described direct mapping (`reserved-memory` + `iommu-addresses`):
+    /// IOVA == PA, read/write, installed before any driver runs and never handed out
+    /// by the IOVA allocator. Identity domains need nothing; blocked domains refuse.
+    pub fn install_direct_map(&mut self, did: DomainId, iova: u64, size: u64) -> Result<(), IommuError> {
+        let d = self.domain(did)?;
+        match d.ty {
+            DomainType::Identity => return Ok(()),
+            DomainType::Blocked => {
+                return Err(IommuError::Config(alloc::format!("direct map {iova:#x} into a blocked domain")));
+            }
+            DomainType::Dma | DomainType::Unmanaged => {}
+        }
+        let (start, end) = (iova & !0xfff, (iova + size + 0xfff) & !0xfff);
+        if let Some(a) = d.iova.as_mut() {
+            a.reserve(start, end - start)?;
+        }
+        self.map(did, start, start, end - start, Prot::RW)
+    }
+
     /// Map IPA -> PA in a nested domain's stage-2 table.
     pub fn map_s2(&mut self, did: DomainId, ipa: u64, pa: u64, size: u64, prot: Prot) -> Result<(), IommuError> {
         let d = self.domain(did)?;

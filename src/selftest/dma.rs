@@ -35,6 +35,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "dma", name: "api_misuse", run: api_misuse },
     Test { suite: "dma", name: "lazy_unmap_batches", run: lazy_batches },
     Test { suite: "dma", name: "direct_path", run: direct_path },
+    Test { suite: "dma", name: "direct_map_from_boot", run: direct_map_from_boot },
 ];
 
 const CANARY: u8 = 0xca;
@@ -772,5 +773,52 @@ fn direct_path(_: &Ctx) -> Outcome {
             return Outcome::Skip("RAM beyond the edu's DMA mask".into());
         }
         copy_and_check(e, PAGE)
+    })
+}
+
+/// A `reserved-memory` region with `iommu-addresses` for this device: reachable at
+/// IOVA == PA from boot (no map call), and never handed out by the IOVA allocator.
+fn direct_map_from_boot(c: &Ctx) -> Outcome {
+    with_edu(0, |e| {
+        let Some(&(win, size)) = e.dma.direct_maps.first() else {
+            let n = c.platform.direct_maps.len();
+            return Outcome::Skip(format!("no direct map for this device ({n} in the DT)"));
+        };
+        ensure!(
+            c.platform.reserved.iter().any(|r| r.base <= win && r.base + r.size >= win + size),
+            "direct map {win:#x}+{size:#x} is not reserved memory"
+        );
+        // The window holds data written by the CPU; the device reads it at IOVA == PA.
+        // SAFETY: the window is reserved (no-map) RAM that nothing else uses.
+        let w = unsafe { core::slice::from_raw_parts_mut(win as *mut u8, PAGE) };
+        for (i, b) in w.iter_mut().enumerate() {
+            *b = (i as u8) ^ 0xa5;
+        }
+        let dst = some!(Guarded::new(PAGE), "no memory");
+        let d = tri!(dma::map_single(&e.dma, dst.pa, PAGE, Direction::FromDevice), "map dst");
+        let r = copy(e, win, d, PAGE);
+        // The allocator must never hand out the window, even when asked for a lot.
+        let mut clash = None;
+        let mut got = Vec::new();
+        for _ in 0..64 {
+            match dma::map_single(&e.dma, dst.pa, PAGE, Direction::ToDevice) {
+                Ok(x) => {
+                    if x >= win && x < win + size {
+                        clash = Some(x);
+                    }
+                    got.push(x);
+                }
+                Err(_) => break,
+            }
+        }
+        for x in got {
+            let _ = dma::unmap_single(&e.dma, x, PAGE, Direction::ToDevice);
+        }
+        let _ = dma::unmap_single(&e.dma, d, PAGE, Direction::FromDevice);
+        tri!(r, "DMA from the direct-mapped window");
+        ensure!(clash.is_none(), "IOVA {:#x} inside the direct map was handed out", clash.unwrap_or(0));
+        ensure!(dst.bytes().iter().enumerate().all(|(i, &b)| b == (i as u8) ^ 0xa5), "data from the window differs");
+        ensure!(events().is_empty(), "the window access faulted");
+        Outcome::Pass
     })
 }
