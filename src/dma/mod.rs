@@ -148,9 +148,11 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
             Ok(pa)
         }
         Path::Iommu(did) => {
-            let off = pa & (PAGE_SIZE - 1);
-            let size = (off + len as u64).div_ceil(PAGE_SIZE) * PAGE_SIZE;
             let mut io = IOMMU.lock();
+            // Mappings are whole granules of the domain (4K, 16K or 64K).
+            let g = io.domain(did)?.granule.size();
+            let off = pa & (g - 1);
+            let size = (off + len as u64).div_ceil(g) * g;
             let iova = {
                 let d = io.domain(did)?;
                 let a = d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?;

@@ -142,6 +142,8 @@ pub struct Domain {
     pub lazy: Option<Gather>,
     pub lazy_iovas: Vec<u64>,
     pub attached: Vec<MasterId>,
+    /// Translation granule of the domain's tables (and of its IOVA allocations).
+    pub granule: Granule,
 }
 
 pub struct Master {
@@ -236,10 +238,29 @@ impl Iommu {
     /// A new domain on SMMU `smmu`. DMA domains get an IOVA allocator whose space
     /// starts at one page (IOVA 0 is never handed out).
     pub fn domain_alloc(&mut self, smmu: usize, ty: DomainType, stage: Stage) -> Result<DomainId, IommuError> {
+        self.domain_alloc_granule(smmu, ty, stage, Granule::K4)
+    }
+
+    /// `domain_alloc` with a 4K, 16K or 64K translation granule.
+    pub fn domain_alloc_granule(
+        &mut self,
+        smmu: usize,
+        ty: DomainType,
+        stage: Stage,
+        granule: Granule,
+    ) -> Result<DomainId, IommuError> {
         let mut reg = REGISTRY.lock();
         let dev = &mut reg.smmus.get_mut(smmu).ok_or(IommuError::NoSuchSmmu(smmu))?.dev;
         let f = &dev.features;
         let translated = matches!(ty, DomainType::Dma | DomainType::Unmanaged);
+        let supported = match granule {
+            Granule::K4 => f.gran4k,
+            Granule::K16 => f.gran16k,
+            Granule::K64 => f.gran64k,
+        };
+        if translated && !supported {
+            return Err(IommuError::Unsupported("this translation granule"));
+        }
         if translated {
             match stage {
                 Stage::S1 if !f.stage1 => return Err(IommuError::Unsupported("stage 1")),
@@ -264,15 +285,10 @@ impl Iommu {
             lazy: None,
             lazy_iovas: Vec::new(),
             attached: Vec::new(),
+            granule,
         };
         if translated {
-            let cfg = |st: PgtStage, ias: u8| Config {
-                stage: st,
-                granule: Granule::K4,
-                ias,
-                oas,
-                coherent_walk: mem.coherent,
-            };
+            let cfg = |st: PgtStage, ias: u8| Config { stage: st, granule, ias, oas, coherent_walk: mem.coherent };
             match stage {
                 Stage::S1 => d.pgt = Some(Pgt::new(cfg(PgtStage::S1, DMA_IAS), FrameTables { mem })?),
                 Stage::S2 => d.pgt = Some(Pgt::new(cfg(PgtStage::S2, oas.min(40)), FrameTables { mem })?),
@@ -292,7 +308,11 @@ impl Iommu {
                 let tcr = pgt.s1_tcr().ok_or(IommuError::Config("stage-1 table without TCR".into()))?;
                 let (c, sh) = walk_attrs(mem.coherent);
                 let mut cc = CdCfg::new_4k(d.asid, pgt.root_pa(), tcr.t0sz, ips_of(oas), pgt.mair());
-                cc.tg0 = CdGranule::G4K;
+                cc.tg0 = match granule {
+                    Granule::K4 => CdGranule::G4K,
+                    Granule::K16 => CdGranule::G16K,
+                    Granule::K64 => CdGranule::G64K,
+                };
                 cc.ir0 = c;
                 cc.or0 = c;
                 cc.sh0 = sh;
@@ -307,7 +327,8 @@ impl Iommu {
             }
         }
         if ty == DomainType::Dma {
-            d.iova = Some(IovaAllocator::new(0x1000, (1u64 << DMA_IAS) - 1, 0x1000)?);
+            let g = granule.size();
+            d.iova = Some(IovaAllocator::new(g, (1u64 << DMA_IAS) - 1, g)?);
         }
         let id = d.id;
         self.domains.push(Some(d));
@@ -329,7 +350,11 @@ impl Iommu {
         let s2 = |pgt: &Pgt| -> Result<S2Cfg, IommuError> {
             let v = pgt.s2_vtcr().ok_or(IommuError::Config("stage-2 table without VTCR".into()))?;
             let mut s = S2Cfg::new_4k(d.vmid, pgt.root_pa(), v.t0sz, v.sl0, v.ps);
-            s.tg = S2Granule::G4K;
+            s.tg = match d.granule {
+                Granule::K4 => S2Granule::G4K,
+                Granule::K16 => S2Granule::G16K,
+                Granule::K64 => S2Granule::G64K,
+            };
             s.irgn = c;
             s.orgn = c;
             s.sh = sh;
@@ -364,6 +389,12 @@ impl Iommu {
             let ste = Self::ste_for(d, dev)?;
             for &sid in &ms.sids {
                 dev.write_ste(sid, &ste)?;
+            }
+            // Warm the SMMU's configuration cache, as Linux does, unless the
+            // implementation is known to mishandle PREFETCH_CONFIG.
+            if !dev.quirk_no_prefetch && !matches!(d.ty, DomainType::Blocked) {
+                let pf: Vec<Command> = ms.sids.iter().map(|&sid| Command::PrefetchConfig { sid, ssid: None }).collect();
+                dev.run(&pf)?;
             }
         }
         drop(reg);
@@ -402,7 +433,8 @@ impl Iommu {
             }
             DomainType::Dma | DomainType::Unmanaged => {}
         }
-        let (start, end) = (iova & !0xfff, (iova + size + 0xfff) & !0xfff);
+        let g = d.granule.size();
+        let (start, end) = (iova & !(g - 1), (iova + size + g - 1) & !(g - 1));
         if let Some(a) = d.iova.as_mut() {
             a.reserve(start, end - start)?;
         }
