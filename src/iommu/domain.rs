@@ -164,10 +164,20 @@ pub struct Iommu {
     pub groups: Vec<Group>,
     next_asid: u16,
     next_vmid: u16,
+    /// ASIDs/VMIDs of freed domains, reused first.
+    free_asids: Vec<u16>,
+    free_vmids: Vec<u16>,
 }
 
-pub static IOMMU: Mutex<Iommu> =
-    Mutex::new(Iommu { domains: Vec::new(), masters: Vec::new(), groups: Vec::new(), next_asid: 1, next_vmid: 1 });
+pub static IOMMU: Mutex<Iommu> = Mutex::new(Iommu {
+    domains: Vec::new(),
+    masters: Vec::new(),
+    groups: Vec::new(),
+    next_asid: 1,
+    next_vmid: 1,
+    free_asids: Vec::new(),
+    free_vmids: Vec::new(),
+});
 
 /// Above this many range commands one invalidate-all-of-the-ASID/VMID is cheaper.
 const TLBI_MAX_OPS: usize = 64;
@@ -298,12 +308,24 @@ impl Iommu {
                 }
             }
             if stage != Stage::S1 {
-                d.vmid = self.next_vmid;
-                self.next_vmid = self.next_vmid.checked_add(1).ok_or(IommuError::OutOfIds("VMID"))?;
+                d.vmid = match self.free_vmids.pop() {
+                    Some(v) => v,
+                    None => {
+                        let v = self.next_vmid;
+                        self.next_vmid = v.checked_add(1).ok_or(IommuError::OutOfIds("VMID"))?;
+                        v
+                    }
+                };
             }
             if stage != Stage::S2 {
-                d.asid = self.next_asid;
-                self.next_asid = self.next_asid.checked_add(1).ok_or(IommuError::OutOfIds("ASID"))?;
+                d.asid = match self.free_asids.pop() {
+                    Some(a) => a,
+                    None => {
+                        let a = self.next_asid;
+                        self.next_asid = a.checked_add(1).ok_or(IommuError::OutOfIds("ASID"))?;
+                        a
+                    }
+                };
                 let pgt = d.pgt.as_ref().ok_or(IommuError::NoMemory("page table"))?;
                 let tcr = pgt.s1_tcr().ok_or(IommuError::Config("stage-1 table without TCR".into()))?;
                 let (c, sh) = walk_attrs(mem.coherent);
@@ -371,6 +393,47 @@ impl Iommu {
             )
             .map_err(cfg_err)?,
         })
+    }
+
+    /// Free a domain nothing is attached to: flush its lazy unmaps, invalidate its
+    /// ASID/VMID (no TLB or walk-cache entry may point into the freed tables), then
+    /// give back its tables, context descriptor and IDs.
+    pub fn domain_free(&mut self, did: DomainId) -> Result<(), IommuError> {
+        let d = self.domain(did)?;
+        if !d.attached.is_empty() {
+            return Err(IommuError::Config(alloc::format!("domain {did} still has {} master(s)", d.attached.len())));
+        }
+        self.flush_lazy(did)?;
+        let d = self.domain(did)?;
+        let (smmu, asid, vmid, stage, translated) = (d.smmu, d.asid, d.vmid, d.stage, d.pgt.is_some());
+        if translated {
+            let cmd = match stage {
+                Stage::S1 => Command::TlbiNhAsid { asid, vmid: 0 },
+                Stage::S2 | Stage::Nested => Command::TlbiS12Vmall { vmid },
+            };
+            let r = registry::with_smmu(smmu, |dev| dev.run(&[cmd])).ok_or(IommuError::NoSuchSmmu(smmu))?;
+            r?;
+        }
+        let Some(slot) = self.domains.get_mut(did) else { return Err(IommuError::NoSuchDomain(did)) };
+        let Some(d) = slot.take() else { return Err(IommuError::NoSuchDomain(did)) };
+        let mem = REGISTRY.lock().smmus.get(smmu).map(|e| e.dev.mem);
+        if let (Some(cd), Some(mem)) = (d.cd_pa, mem) {
+            mem.free(cd, 64);
+        }
+        if d.stage != Stage::S2 && d.asid != 0 {
+            self.free_asids.push(d.asid);
+        }
+        if d.stage != Stage::S1 && d.vmid != 0 {
+            self.free_vmids.push(d.vmid);
+        }
+        // Dropping the domain drops its page tables (every table, the root included).
+        drop(d);
+        Ok(())
+    }
+
+    /// Domains that exist now.
+    pub fn live_domains(&self) -> usize {
+        self.domains.iter().filter(|d| d.is_some()).count()
     }
 
     /// Move every master of `group` into domain `did` (their STEs are rewritten in

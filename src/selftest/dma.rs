@@ -386,6 +386,9 @@ fn in_domain(
     {
         return Outcome::Fail(format!("re-attach to the default domain: {x}"));
     }
+    if let Err(x) = IOMMU.lock().domain_free(did) {
+        return Outcome::Fail(format!("domain_free: {x}"));
+    }
     r
 }
 
@@ -644,7 +647,9 @@ fn group_shares(_: &Ctx) -> Outcome {
             let _ = io.attach(mb, o);
         }
     }
-    let _ = did;
+    if let Err(x) = IOMMU.lock().domain_free(did) {
+        return Outcome::Fail(format!("domain_free: {x}"));
+    }
     if let Err(m) = r {
         return Outcome::Fail(m);
     }
@@ -689,6 +694,9 @@ fn attach_detach(_: &Ctx) -> Outcome {
         }
         tri!(IOMMU.lock().attach(m, home), "back to DMA");
         let _ = events();
+        let mut io = IOMMU.lock();
+        tri!(io.domain_free(ident), "free identity domain");
+        tri!(io.domain_free(blocked), "free blocked domain");
         Outcome::Pass
     })
 }
@@ -860,6 +868,7 @@ fn granule_domain(g: crate::iommu::io_pgtable::Granule) -> Outcome {
         if let Some(h) = home {
             tri!(IOMMU.lock().attach(m, h), "re-attach");
         }
+        tri!(IOMMU.lock().domain_free(did), "domain_free");
         if let Err(x) = r {
             return Outcome::Fail(x);
         }

@@ -3,6 +3,7 @@
 
 mod boot;
 mod dma;
+mod leaks;
 mod smmu;
 
 use crate::bootargs::BootArgs;
@@ -33,7 +34,8 @@ macro_rules! ensure {
 }
 
 fn all() -> impl Iterator<Item = &'static Test> {
-    boot::TESTS.iter().chain(smmu::TESTS.iter()).chain(dma::TESTS.iter())
+    // `leaks` checks what every other suite gave back: keep it last.
+    boot::TESTS.iter().chain(smmu::TESTS.iter()).chain(dma::TESTS.iter()).chain(leaks::TESTS.iter())
 }
 
 /// `crash=<kind>` proves the fatal paths print and stop with a failure status.
@@ -60,6 +62,7 @@ pub fn run(platform: &Platform, args: &BootArgs) -> Summary {
     let filter = args.get("test").unwrap_or("");
     let ctx = Ctx { platform, args };
     let mut summary = Summary::default();
+    leaks::snapshot();
     kprintln!(
         "== running tests{} ==",
         if filter.is_empty() { alloc::string::String::new() } else { alloc::format!(" matching \"{filter}\"") }

@@ -527,3 +527,10 @@ fn consumed_all(ix: QueueIndex, cons: u32, target: u32) -> bool {
 // SAFETY: an SmmuV3 owns its register frame and memory; the registry's mutex
 // serialises every access, so moving it between CPUs is sound.
 unsafe impl Send for SmmuV3 {}
+
+impl SmmuV3 {
+    /// (PROD, CONS) of the command queue as the SMMU sees them now.
+    pub fn cmdq_indices(&self) -> (u32, u32) {
+        (self.p0.cmdq_prod.get(), self.p0.cmdq_cons.get() & !(0x7f << 24))
+    }
+}
