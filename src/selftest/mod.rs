@@ -4,6 +4,7 @@
 mod boot;
 mod dma;
 mod leaks;
+mod reliability;
 mod smmu;
 
 use crate::bootargs::BootArgs;
@@ -35,7 +36,12 @@ macro_rules! ensure {
 
 fn all() -> impl Iterator<Item = &'static Test> {
     // `leaks` checks what every other suite gave back: keep it last.
-    boot::TESTS.iter().chain(smmu::TESTS.iter()).chain(dma::TESTS.iter()).chain(leaks::TESTS.iter())
+    boot::TESTS
+        .iter()
+        .chain(smmu::TESTS.iter())
+        .chain(dma::TESTS.iter())
+        .chain(reliability::TESTS.iter())
+        .chain(leaks::TESTS.iter())
 }
 
 /// `crash=<kind>` proves the fatal paths print and stop with a failure status.

@@ -18,6 +18,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
+/// GERROR.EVTQ_ABT_ERR: an event record could not be written.
+const GERROR_EVTQ_ABT_ERR: u32 = 1 << 2;
+
 /// Bounds for polls of the hardware.
 const ACK_TIMEOUT_MS: u64 = 100;
 const SYNC_TIMEOUT_MS: u64 = 1000;
@@ -471,6 +474,14 @@ impl SmmuV3 {
         if QueueIndex::overflowed(prod, cons) {
             self.stats.evtq_overflows += 1;
         }
+        // An event the SMMU could not write (queue full on QEMU's model, or an
+        // abort on the queue's memory) shows as GERROR.EVTQ_ABT_ERR: events were lost.
+        let lost = (self.p0.gerror.get() ^ self.p0.gerrorn.get()) & GERROR_EVTQ_ABT_ERR;
+        if lost != 0 {
+            self.stats.evtq_overflows += 1;
+            self.gerror_log.push("EVTQ_ABT_ERR");
+            self.p0.gerrorn.set(self.p0.gerrorn.get() ^ lost);
+        }
         while !ix.is_empty(prod, cons) {
             let slot = self.evtq.slot(cons);
             self.mem.to_cpu(slot, 32);
@@ -529,6 +540,16 @@ fn consumed_all(ix: QueueIndex, cons: u32, target: u32) -> bool {
 unsafe impl Send for SmmuV3 {}
 
 impl SmmuV3 {
+    /// Test hook: stop (or restart) command consumption by clearing CMDQEN, so a
+    /// CMD_SYNC can be made to never complete. Restarting lets the SMMU consume
+    /// whatever was queued meanwhile.
+    #[doc(hidden)]
+    pub fn set_cmdq_enabled(&mut self, on: bool) -> Result<(), SmmuError> {
+        let cur = self.p0.cr0.get();
+        let v = if on { cur | CR0::CMDQEN::SET.value } else { cur & !CR0::CMDQEN::SET.value };
+        self.write_cr0(v)
+    }
+
     /// (PROD, CONS) of the command queue as the SMMU sees them now.
     pub fn cmdq_indices(&self) -> (u32, u32) {
         (self.p0.cmdq_prod.get(), self.p0.cmdq_cons.get() & !(0x7f << 24))
