@@ -106,6 +106,12 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
         }
     }
     kernel::drivers::probe_all(&platform, &args);
+    if platform.cpus.len() > 1 {
+        match arch::smp::start_secondaries(&platform.cpus) {
+            Ok(n) => kprintln!("smp: {n} secondary CPU(s) online"),
+            Err(e) => kprintln!("smp: secondary CPUs not started: {e}"),
+        }
+    }
 
     // 7. What we found, then the tests.
     report::print(&platform, &args);

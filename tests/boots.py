@@ -18,6 +18,12 @@ BOOTS = [
         "bootargs": ["smmu.noncoherent=1", "expect.smmus=1"],
     },
     {
+        "name": "virt-smp2",
+        "what": "2 CPUs: secondary by PSCI CPU_ON, concurrent map/unmap/DMA in one domain",
+        "smp": 2,
+        "bootargs": ["test=boot::,smp::,leaks::", "expect.smmus=1"],
+    },
+    {
         "name": "virt-passthrough",
         "what": "iommu.passthrough=1: default domains are identity, DMA takes the direct path",
         "bootargs": ["iommu.passthrough=1", "expect.smmus=1"],
@@ -56,7 +62,8 @@ BOOTS = [
     },
     {
         "name": "virt-el2",
-        "what": "-kernel, entered at EL2 (virtualization=on)",
+        "what": "-kernel, entered at EL2 (virtualization=on), 2 CPUs (secondary also enters at EL2)",
+        "smp": 2,
         "replace": {"virt,iommu=smmuv3,gic-version=3": "virt,iommu=smmuv3,gic-version=3,virtualization=on"},
         "bootargs": ["expect.el=2", "expect.smmus=1"],
     },

@@ -143,6 +143,8 @@ def build_argv(boot):
     argv = base_args(boot.get("board", "qemu-virt"))
     for old, new in boot.get("replace", {}).items():
         argv = [new if a == old else a for a in argv]
+    if boot.get("smp") and "-smp" in argv:
+        argv[argv.index("-smp") + 1] = str(boot["smp"])
     for opt in boot.get("drop", []):
         if opt in argv:
             i = argv.index(opt)

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod exceptions;
 pub mod exit;
 pub mod mmu;
+pub mod smp;
 pub mod timer;
 
 use core::arch::asm;

@@ -337,6 +337,8 @@ pub struct Platform {
     pub console: Option<Console>,
     pub gic: Option<Gic>,
     pub psci: Option<Psci>,
+    /// MPIDR affinity of every enabled CPU (`/cpus/cpu@*` `reg`).
+    pub cpus: Vec<u64>,
     pub smmus: Vec<Smmu>,
     pub pci_hosts: Vec<PciHost>,
     pub masters: Vec<Master>,
@@ -374,6 +376,7 @@ pub fn describe(dtb: &[u8]) -> Result<Platform, DtError> {
     let console = cx.console(&chosen);
     let gic = cx.gic();
     let psci = cx.psci();
+    let cpus = cx.cpus();
     let smmus = cx.smmus();
     let pci_hosts = cx.pci_hosts();
     let masters = cx.masters();
@@ -385,6 +388,7 @@ pub fn describe(dtb: &[u8]) -> Result<Platform, DtError> {
         console,
         gic,
         psci,
+        cpus,
         smmus,
         pci_hosts,
         masters,

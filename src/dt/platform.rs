@@ -180,4 +180,27 @@ impl Ctx<'_, '_> {
             }
         }
     }
+
+    /// MPIDR affinity values of the enabled `/cpus/cpu@*` nodes, in DT order.
+    pub(crate) fn cpus(&mut self) -> Vec<u64> {
+        let t = self.t;
+        let Some(cpus) = t.find_path("/cpus") else { return Vec::new() };
+        let na = match self.ok(cpus, t.addr_cells(cpus)) {
+            Some(n) => n as usize,
+            None => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for &c in t.children(cpus) {
+            if t.str_prop(c, "device_type") != Some("cpu") || !t.is_enabled(c) {
+                continue;
+            }
+            let Some(cells) = self.ok(c, t.cells_prop(c, "reg")).flatten() else { continue };
+            match (na, cells.as_slice()) {
+                (1, [a, ..]) => out.push(u64::from(*a)),
+                (2, [hi, lo, ..]) => out.push((u64::from(*hi) << 32) | u64::from(*lo)),
+                _ => self.err(c, Problem::BadLength { prop: "reg", len: cells.len().saturating_mul(4) }),
+            }
+        }
+        out
+    }
 }

@@ -479,3 +479,14 @@ fn pci_device_node_and_direct_map() {
     let r = p.reserved.iter().find(|r| r.base == 0x7000_0000).expect("window reserved");
     assert!(r.no_map && r.size == 0x10_0000);
 }
+
+#[test]
+fn cpus_by_mpidr() {
+    let p = describe(include_bytes!("../../tests/dt/qemu-virt-smmuv3.dtb")).unwrap();
+    assert_eq!(p.cpus, vec![0]);
+    // HiSilicon D05: 64 Cortex-A72 in clusters of 4 (Aff1) across 4 dies (Aff2).
+    let d05 = describe(include_bytes!("../../tests/dt/boards/hip07-d05.dtb")).unwrap();
+    assert_eq!(d05.cpus.len(), 64);
+    assert_eq!(d05.cpus[0], 0x10000);
+    assert_eq!(d05.cpus[4], 0x10100);
+}

@@ -44,7 +44,7 @@ const CANARY: u8 = 0xca;
 const PAGE: usize = 4096;
 
 /// A buffer of whole pages with a canary page on each side.
-struct Guarded {
+pub(super) struct Guarded {
     base: u64,
     pages: usize,
     pub pa: u64,
@@ -52,7 +52,7 @@ struct Guarded {
 }
 
 impl Guarded {
-    fn new(len: usize) -> Option<Guarded> {
+    pub(super) fn new(len: usize) -> Option<Guarded> {
         let inner = len.div_ceil(PAGE);
         let pages = inner + 2;
         let base = frames::alloc_zeroed(pages)?;
@@ -392,7 +392,7 @@ fn in_domain(
     r
 }
 
-fn copy_and_check(e: &mut EduDev, len: usize) -> Outcome {
+pub(super) fn copy_and_check(e: &mut EduDev, len: usize) -> Outcome {
     let src = some!(Guarded::new(len), "no memory");
     let dst = some!(Guarded::new(len), "no memory");
     src.fill(0x77);

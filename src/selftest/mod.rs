@@ -5,6 +5,7 @@ mod boot;
 mod dma;
 mod leaks;
 mod reliability;
+mod smp;
 mod smmu;
 
 use crate::bootargs::BootArgs;
@@ -41,6 +42,7 @@ fn all() -> impl Iterator<Item = &'static Test> {
         .chain(smmu::TESTS.iter())
         .chain(dma::TESTS.iter())
         .chain(reliability::TESTS.iter())
+        .chain(smp::TESTS.iter())
         .chain(leaks::TESTS.iter())
 }
 
