@@ -8,7 +8,7 @@ BOARD     ?= qemu-virt
 BOOTARGS  ?=
 OBJCOPY   := $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 
-.PHONY: all setup build run test host-test dt-report clippy fmt clean
+.PHONY: all setup build run test soak host-test dt-report clippy fmt clean
 
 all: build
 
@@ -31,6 +31,9 @@ run: setup build
 
 test: setup build
 	python3 tests/run.py
+
+soak: setup build
+	python3 tests/run.py --no-host --soak
 
 host-test:
 	cargo test --lib --target $(HOST)

@@ -125,4 +125,11 @@ BOOTS = [
         "bootargs": ["crash=data-abort"],
         "expect_abort": {"exit": 0, "patterns": [r"Data abort", r"^KERNEL ABORTED"]},
     },
+    {
+        "name": "soak",
+        "what": "make soak: thousands of random map/unmap/DMA/fault rounds on both engines",
+        "soak": True,
+        "bootargs": ["test=soak,leaks", "soak.rounds=2000", "expect.smmus=1"],
+        "timeout": 1800,
+    },
 ]

@@ -276,6 +276,7 @@ def main():
     ap.add_argument("--filter", help="in-kernel test filter passed as test=")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--no-host", action="store_true", help="skip host unit tests and host checks")
+    ap.add_argument("--soak", action="store_true", help="run only the long soak boots (make soak)")
     a = ap.parse_args()
     os.makedirs(LOGS, exist_ok=True)
     if a.list:
@@ -290,6 +291,8 @@ def main():
         hostchecks.run(t, ROOT, host_triple())
     for b in BOOTS:
         if only and b["name"] not in only:
+            continue
+        if bool(b.get("soak")) != a.soak:
             continue
         if b.get("uboot") and not os.path.exists(UBOOT):
             t.skip(f"{b['name']}::boot", f"{UBOOT} missing (run make setup)")

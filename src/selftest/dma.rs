@@ -76,13 +76,13 @@ impl Guarded {
         // SAFETY: [at, at+len) is inside this buffer's frames (guards or data).
         unsafe { core::slice::from_raw_parts(at as *const u8, len) }
     }
-    fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         self.read_at(self.pa, self.len)
     }
     fn set_all(&self, v: u8) {
         self.write_each(self.pa, self.len, |_| v);
     }
-    fn fill(&self, seed: u8) {
+    pub(super) fn fill(&self, seed: u8) {
         self.write_each(self.pa, self.len, |i| {
             seed.wrapping_add((i as u8).wrapping_mul(7)).wrapping_add((i >> 8) as u8)
         });
@@ -93,7 +93,7 @@ impl Guarded {
     fn all(&self, v: u8) -> bool {
         self.bytes().iter().all(|&b| b == v)
     }
-    fn canaries_intact(&self) -> bool {
+    pub(super) fn canaries_intact(&self) -> bool {
         self.read_at(self.guard(0), PAGE).iter().all(|&b| b == CANARY)
             && self.read_at(self.guard(1), PAGE).iter().all(|&b| b == CANARY)
     }

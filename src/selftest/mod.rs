@@ -6,6 +6,7 @@ mod dma;
 mod leaks;
 mod reliability;
 mod smp;
+mod soak;
 mod smmu;
 
 use crate::bootargs::BootArgs;
@@ -43,6 +44,7 @@ fn all() -> impl Iterator<Item = &'static Test> {
         .chain(dma::TESTS.iter())
         .chain(reliability::TESTS.iter())
         .chain(smp::TESTS.iter())
+        .chain(soak::TESTS.iter())
         .chain(leaks::TESTS.iter())
 }
 
