@@ -12,6 +12,7 @@ pub mod harness;
 pub mod image;
 pub mod iommu;
 pub mod mm;
+pub mod uart;
 
 #[cfg(target_os = "none")]
 pub mod arch;

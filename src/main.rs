@@ -44,11 +44,9 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
     // SAFETY: the loader passed a DTB of `dtb_size` bytes at `dtb`, mapped as RAM.
     let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, dtb_size) };
     let Ok(platform) = dt::describe(blob) else { arch::exit::exit(5) };
-    if let Some(c) = &platform.console
-        && c.kind == dt::ConsoleKind::Pl011
-    {
-        console::set_uart(console::UartKind::Pl011, c.base);
-    }
+    // The console /chosen/stdout-path names; an unknown UART falls back to semihosting.
+    let uart = platform.console.as_ref().and_then(|c| kernel::uart::Uart::from_dt(&c.kind));
+    console::set_uart(uart, platform.console.as_ref().map_or(0, |c| c.base));
     arch::exit::set_psci_conduit(platform.psci.as_ref().map(|p| match p.method {
         dt::PsciMethod::Hvc => arch::exit::Conduit::Hvc,
         dt::PsciMethod::Smc => arch::exit::Conduit::Smc,

@@ -51,9 +51,12 @@ pub fn print(p: &Platform, args: &BootArgs) {
         hused >> 10,
         htotal >> 20
     );
-    match &p.console {
-        Some(c) => kprintln!("console:  {} {:?} at {:#x}", c.node, c.kind, c.base),
-        None => kprintln!("console:  none found in /chosen/stdout-path"),
+    match (&p.console, crate::console::uart()) {
+        (Some(c), (Some(u), _)) => kprintln!("console:  {} {:?} at {:#x} (driven as {:?})", c.node, c.kind, c.base, u),
+        (Some(c), (None, _)) => {
+            kprintln!("console:  {} {:?} at {:#x}: no driver for it, output via semihosting", c.node, c.kind, c.base)
+        }
+        (None, _) => kprintln!("console:  none in /chosen/stdout-path and no PL011: output via semihosting"),
     }
     match &p.gic {
         Some(g) => {

@@ -61,6 +61,36 @@ BOOTS = [
 """,
     },
     {
+        "name": "virt-console-fallback",
+        "what": "stdout-path names a device with no UART driver: output falls back to semihosting",
+        "bootargs": ["test=boot::", "expect.smmus=1"],
+        "dtb_overlay": """
+&{/chosen} {
+    stdout-path = "/pl031@9010000";
+};
+""",
+    },
+    {
+        "name": "virt-smmu-disabled",
+        "what": "SMMU status=disabled in the DT (as RK3588/i.MX95 ship): left alone, DMA direct",
+        "bootargs": ["expect.smmus=0"],
+        "dtb_overlay": """
+&{/smmuv3@9050000} {
+    status = "disabled";
+};
+""",
+    },
+    {
+        "name": "virt-smmu-enable-disabled",
+        "what": "the same DT with smmu.enable_disabled=1: the SMMU is probed and translates",
+        "bootargs": ["smmu.enable_disabled=1", "test=smmu::,dma::translate,dma::fault,leaks::"],
+        "dtb_overlay": """
+&{/smmuv3@9050000} {
+    status = "disabled";
+};
+""",
+    },
+    {
         "name": "virt-el2",
         "what": "-kernel, entered at EL2 (virtualization=on), 2 CPUs (secondary also enters at EL2)",
         "smp": 2,

@@ -60,6 +60,25 @@ pub fn semihosting_available() -> bool {
     !SEMIHOSTING_ABSENT.load(Ordering::Relaxed)
 }
 
+/// Console of last resort: SYS_WRITE0 to the debugger/QEMU when no UART is usable.
+/// Does nothing once semihosting proved absent.
+pub fn semihost_write(s: &str) {
+    if SEMIHOSTING_ABSENT.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut buf = [0u8; 128];
+    for chunk in s.as_bytes().chunks(buf.len() - 1) {
+        buf[..chunk.len()].copy_from_slice(chunk);
+        buf[chunk.len()] = 0;
+        // SAFETY: SYS_WRITE0 (0x04) reads the NUL-terminated string we pass; if
+        // semihosting is absent the handler skips the HLT.
+        unsafe { semihost_trap(0x04, buf.as_ptr() as u64) };
+        if SEMIHOSTING_ABSENT.load(Ordering::Relaxed) {
+            return;
+        }
+    }
+}
+
 /// Stop the machine with `code` (0 = success).
 pub fn exit(code: u32) -> ! {
     if !SEMIHOSTING_ABSENT.load(Ordering::Relaxed) {

@@ -1,39 +1,70 @@
 //! The console: a UART chosen from `/chosen/stdout-path`, behind one lock.
 //! Fatal paths (panic, exceptions) write without the lock so they always get out.
 
-mod pl011;
-
+use crate::uart::{Io, Uart};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
-pub use pl011::Pl011;
-
-/// Base address and kind of the active UART. Plain atomics (no read-modify-write)
-/// so they work before the MMU is on, when exclusive accesses may not.
+/// The active UART: base address and kind. Plain atomics (no read-modify-write) so
+/// they work before the MMU is on, when exclusive accesses may not.
 static BASE: AtomicU64 = AtomicU64::new(0);
+/// 0 none (semihosting if available), 1 PL011, 2 16550 (with SHIFT/WIDTH), 3 LPUART.
 static KIND: AtomicU8 = AtomicU8::new(0);
+static SHIFT: AtomicU8 = AtomicU8::new(0);
+static WIDTH: AtomicU8 = AtomicU8::new(1);
 /// Set once the MMU is on and spin locks are safe to use.
 static LOCKING: AtomicBool = AtomicBool::new(false);
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UartKind {
-    None = 0,
-    Pl011 = 1,
+/// UART registers at `base`. The 8250 family's layout depends on `reg-shift` and
+/// `reg-io-width`, which a fixed typed register block cannot express, so access is
+/// by offset here (volatile, sized), in this one place.
+struct Mmio(usize);
+
+impl Io for Mmio {
+    fn read(&self, off: usize, width: u32) -> u32 {
+        // SAFETY: `base` is the console UART from the device tree, mapped as device
+        // memory; offsets stay within the window `Uart::span` names.
+        unsafe {
+            match width {
+                1 => core::ptr::read_volatile((self.0 + off) as *const u8) as u32,
+                _ => core::ptr::read_volatile((self.0 + off) as *const u32),
+            }
+        }
+    }
+    fn write(&self, off: usize, width: u32, v: u32) {
+        // SAFETY: as for read.
+        unsafe {
+            match width {
+                1 => core::ptr::write_volatile((self.0 + off) as *mut u8, v as u8),
+                _ => core::ptr::write_volatile((self.0 + off) as *mut u32, v),
+            }
+        }
+    }
 }
 
-/// Use the UART at `base` from now on.
-pub fn set_uart(kind: UartKind, base: u64) {
-    BASE.store(base, Ordering::SeqCst);
-    KIND.store(kind as u8, Ordering::SeqCst);
-}
-
-pub fn uart() -> (UartKind, u64) {
-    let k = match KIND.load(Ordering::SeqCst) {
-        1 => UartKind::Pl011,
-        _ => UartKind::None,
+/// Use `uart` at `base` from now on (None: no UART; semihosting output if present).
+pub fn set_uart(uart: Option<Uart>, base: u64) {
+    let (k, sh, w) = match uart {
+        None => (0, 0, 1),
+        Some(Uart::Pl011) => (1, 0, 4),
+        Some(Uart::Ns16550 { shift, width }) => (2, shift as u8, width as u8),
+        Some(Uart::Lpuart) => (3, 0, 4),
     };
-    (k, BASE.load(Ordering::SeqCst))
+    BASE.store(base, Ordering::SeqCst);
+    SHIFT.store(sh, Ordering::SeqCst);
+    WIDTH.store(w, Ordering::SeqCst);
+    KIND.store(k, Ordering::SeqCst);
+}
+
+pub fn uart() -> (Option<Uart>, u64) {
+    let u = match KIND.load(Ordering::SeqCst) {
+        1 => Some(Uart::Pl011),
+        2 => Some(Uart::Ns16550 { shift: SHIFT.load(Ordering::SeqCst) as u32, width: WIDTH.load(Ordering::SeqCst) as u32 }),
+        3 => Some(Uart::Lpuart),
+        _ => None,
+    };
+    (u, BASE.load(Ordering::SeqCst))
 }
 
 pub fn enable_locking() {
@@ -41,17 +72,17 @@ pub fn enable_locking() {
 }
 
 fn put_str(s: &str) {
-    let (kind, base) = uart();
-    if kind == UartKind::Pl011 {
-        // SAFETY: `base` came from the device tree's console node and is mapped
-        // as device memory; PL011 registers are valid for the UART's lifetime.
-        let u = unsafe { Pl011::new(base as usize) };
-        for b in s.bytes() {
-            if b == b'\n' {
-                u.put(b'\r');
+    match uart() {
+        (Some(u), base) if base != 0 => {
+            let io = Mmio(base as usize);
+            for b in s.bytes() {
+                if b == b'\n' {
+                    u.put(&io, b'\r');
+                }
+                u.put(&io, b);
             }
-            u.put(b);
         }
+        _ => crate::arch::exit::semihost_write(s),
     }
 }
 

@@ -17,6 +17,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "smmu", name: "cmdq_wrap", run: cmdq_wrap },
     Test { suite: "smmu", name: "illegal_command", run: illegal_command },
     Test { suite: "smmu", name: "ste_update", run: ste_update },
+    Test { suite: "smmu", name: "disabled_in_dt", run: disabled_in_dt },
 ];
 
 fn need_smmu(c: &Ctx) -> Option<Outcome> {
@@ -177,4 +178,29 @@ fn ste_update(c: &Ctx) -> Outcome {
         Outcome::Pass
     })
     .unwrap_or(Outcome::Fail("SMMU 0 vanished".into()))
+}
+
+/// An SMMU the DT marks disabled is not touched (and the report says why) unless
+/// `smmu.enable_disabled=1`, in which case it is probed like any other.
+fn disabled_in_dt(c: &Ctx) -> Outcome {
+    let disabled: alloc::vec::Vec<&str> = c.platform.smmus.iter().filter(|s| !s.enabled).map(|s| s.node.as_str()).collect();
+    if disabled.is_empty() {
+        return Outcome::Skip("no SMMU is disabled in this DT".into());
+    }
+    let forced = c.args.flag("smmu.enable_disabled").ok().flatten().unwrap_or(false);
+    let reg = REGISTRY.lock();
+    for n in disabled {
+        let probed = reg.smmus.iter().any(|e| e.node == n);
+        let skipped = reg.skipped.iter().find(|s| s.node == n);
+        if forced {
+            ensure!(probed, "{n}: smmu.enable_disabled=1 but not probed");
+        } else {
+            ensure!(!probed, "{n}: disabled in the DT but probed");
+            ensure!(
+                skipped.is_some_and(|s| s.why.contains("disabled")),
+                "{n}: not reported as skipped because disabled"
+            );
+        }
+    }
+    Outcome::Pass
 }

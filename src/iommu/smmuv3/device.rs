@@ -190,7 +190,7 @@ impl SmmuV3 {
             return Err(SmmuError::NoAArch64Tables);
         }
         // Coherent only if both the DT and the hardware say so (COHACC).
-        let mem = HwMem { coherent: coherent && features.cohacc && !opts.force_non_coherent };
+        let mem = HwMem { coherent: features.coherent_walk(coherent, opts.force_non_coherent) };
         let two_level = match opts.strtab {
             StrtabChoice::Linear => false,
             StrtabChoice::TwoLevel => features.two_level_st(),

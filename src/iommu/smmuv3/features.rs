@@ -302,6 +302,13 @@ impl Features {
         m
     }
 
+    /// Whether table walks and queue accesses may be cache-coherent: only if the DT
+    /// says `dma-coherent` *and* the SMMU reports COHACC, unless forced off. Everything
+    /// else gets non-cacheable attributes and CPU cache maintenance.
+    pub fn coherent_walk(&self, dt_coherent: bool, force_non_coherent: bool) -> bool {
+        dt_coherent && self.cohacc && !force_non_coherent
+    }
+
     /// Smallest supported granule as log2 (12, 14 or 16), if any.
     pub fn smallest_granule_log2(&self) -> Option<u8> {
         if self.gran4k {
@@ -543,5 +550,23 @@ mod tests {
         // All-ones must not panic and must render.
         let f = Features::decode([u32::MAX; 6], u32::MAX);
         let _ = format!("{f}");
+    }
+
+    /// Boards whose DT lacks `dma-coherent` (RK3588) get the non-coherent path even
+    /// though the SMMU itself could snoop; D05's coherent SMMUs keep coherent walks.
+    #[test]
+    fn coherency_follows_dt_and_cohacc() {
+        let cohacc = Features::decode([1 << 4, 0, 0, 0, 0, 0], 0);
+        let no_cohacc = Features::decode([0; 6], 0);
+        let rock = crate::dt::describe(include_bytes!("../../../tests/dt/boards/rk3588-rock-5b.dtb")).unwrap();
+        let d05 = crate::dt::describe(include_bytes!("../../../tests/dt/boards/hip07-d05.dtb")).unwrap();
+        for s in &rock.smmus {
+            assert!(!cohacc.coherent_walk(s.coherent, false), "{}", s.node);
+        }
+        for s in &d05.smmus {
+            assert!(cohacc.coherent_walk(s.coherent, false), "{}", s.node);
+            assert!(!no_cohacc.coherent_walk(s.coherent, false), "{}", s.node);
+            assert!(!cohacc.coherent_walk(s.coherent, true), "{}: forced non-coherent", s.node);
+        }
     }
 }
