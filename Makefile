@@ -8,7 +8,7 @@ BOARD     ?= qemu-virt
 BOOTARGS  ?=
 OBJCOPY   := $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 
-.PHONY: all setup build run test soak host-test dt-report clippy fmt clean
+.PHONY: all setup build run test image soak host-test dt-report clippy fmt clean
 
 all: build
 
@@ -31,6 +31,10 @@ run: setup build
 
 test: setup build
 	python3 tests/run.py
+
+image: setup build
+	@test -n "$(BOARD)" || { echo "usage: make image BOARD=<name> (see boards/)"; exit 2; }
+	bash boards/image.sh $(BOARD)
 
 soak: setup build
 	python3 tests/run.py --no-host --soak

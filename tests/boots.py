@@ -120,6 +120,12 @@ BOOTS = [
         "timeout": 180,
     },
     {
+        "name": "uboot-sdcard",
+        "what": "make image BOARD=qemu-virt: U-Boot distro boot finds boot.scr on the SD image, no typing",
+        "sdcard": "qemu-virt",
+        "timeout": 240,
+    },
+    {
         "name": "virt-psci",
         "what": "-kernel without semihosting: PSCI SYSTEM_OFF, verdict from the closing line",
         "drop": ["-semihosting-config"],

@@ -96,7 +96,38 @@ def check_dt_reports(t, root, triple):
     boardfacts.run(t, root, triple, dt_report, subset)
 
 
+def check_board_images(t, root):
+    """make image for the real boards: files present, script valid, SD image holds them."""
+    env = dict(os.environ, PATH=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    for board, dtb in [("rock-5b", "rk3588-rock-5b.dtb"), ("imx95-evk", "imx95-19x19-evk.dtb")]:
+        name = f"host::make_image::{board}"
+        r = subprocess.run(["bash", "boards/image.sh", board], cwd=root, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            t.fail(name, f"boards/image.sh: {r.stderr.strip()[-300:]}")
+            continue
+        out = os.path.join(root, "build", "image", board)
+        problems = []
+        if open(os.path.join(out, "board.dtb"), "rb").read() != open(os.path.join(root, "tests", "dt", "boards", dtb), "rb").read():
+            problems.append("board.dtb is not the board's DTB")
+        cmd = open(os.path.join(out, "boot.cmd")).read()
+        for want in ["smmu.enable_disabled=1", "booti ${kernel_addr_r} - ${fdt_addr_r}", "board.dtb"]:
+            if want not in cmd:
+                problems.append(f"boot.cmd lacks {want!r}")
+        l = subprocess.run(["mkimage", "-l", os.path.join(out, "boot.scr")], capture_output=True, text=True)
+        if "Script" not in l.stdout:
+            problems.append("boot.scr is not a U-Boot script image")
+        d = subprocess.run(["mdir", "-b", "-i", os.path.join(out, "sd.img") + "@@1M", "::/"], capture_output=True, text=True)
+        for f in ["IMAGE", "BOOT.SCR", "BOARD.DTB"]:
+            if f not in d.stdout.upper():
+                problems.append(f"sd.img lacks {f}")
+        if problems:
+            t.fail(name, "; ".join(problems))
+        else:
+            t.ok(name)
+
+
 def run(t, root, triple):
     print("== host checks ==", flush=True)
     check_image(t, root)
     check_dt_reports(t, root, triple)
+    check_board_images(t, root)

@@ -150,7 +150,12 @@ def build_argv(boot):
             i = argv.index(opt)
             del argv[i:i + 2]
     argv += boot.get("extra", [])
-    if boot.get("uboot"):
+    if boot.get("sdcard"):
+        # The board image `make image` writes, found by U-Boot's distro boot on its own.
+        img = os.path.join(ROOT, "build", "image", boot["sdcard"], "sd.img")
+        argv += ["-bios", UBOOT, "-drive", f"if=none,id=sd,file={img},format=raw",
+                 "-device", "virtio-blk-device,drive=sd"]
+    elif boot.get("uboot"):
         argv += ["-bios", UBOOT,
                  "-device", f"loader,file={KERNEL},addr={boot['load']},force-raw=on"]
     else:
@@ -201,6 +206,12 @@ def run_boot(t: Tally, boot, test_filter=None):
         argv[argv.index("-append") + 1] = boot_args(boot, test_filter)
     print(f"== boot {name}: {boot['what']} ==", flush=True)
     log = os.path.join(LOGS, f"qemu-{name}.log")
+    if boot.get("sdcard"):
+        r = subprocess.run(["bash", "boards/image.sh", boot["sdcard"]], cwd=ROOT, capture_output=True, text=True,
+                           env=dict(os.environ, KERNEL=KERNEL))
+        if r.returncode != 0:
+            t.fail(f"{name}::image", f"boards/image.sh failed: {r.stderr.strip()[-300:]}")
+            return
     if "dtb_overlay" in boot:
         try:
             argv = patch_dtb(boot, argv)
@@ -294,7 +305,7 @@ def main():
             continue
         if bool(b.get("soak")) != a.soak:
             continue
-        if b.get("uboot") and not os.path.exists(UBOOT):
+        if (b.get("uboot") or b.get("sdcard")) and not os.path.exists(UBOOT):
             t.skip(f"{b['name']}::boot", f"{UBOOT} missing (run make setup)")
             continue
         run_boot(t, b, a.filter)

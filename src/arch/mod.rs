@@ -69,3 +69,17 @@ pub fn irqs_masked() -> bool {
     unsafe { asm!("mrs {}, daif", out(reg) daif, options(nomem, nostack)) };
     daif & (1 << 7) != 0
 }
+
+/// Run `f` with IRQs masked on this CPU (restoring the previous state), e.g. to let
+/// a queue fill up without its interrupt handler draining it.
+pub fn without_irqs<R>(f: impl FnOnce() -> R) -> R {
+    let was = irqs_masked();
+    // SAFETY: masking IRQs on this CPU has no memory effects.
+    unsafe { asm!("msr daifset, #2", "isb", options(nomem, nostack)) };
+    let r = f();
+    if !was {
+        // SAFETY: restores the state found on entry.
+        unsafe { asm!("msr daifclr, #2", "isb", options(nomem, nostack)) };
+    }
+    r
+}

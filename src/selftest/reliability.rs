@@ -49,13 +49,18 @@ fn evtq_overflow(_: &Ctx) -> Outcome {
     };
     registry::with_smmu(0, |s| s.drain_events());
     let before = registry::with_smmu(0, |s| s.stats.evtq_overflows).unwrap_or(0);
-    for _ in 0..dmas {
-        if let Err(x) = e.edu.write_mem(iova, 0, e.edu.max_len()) {
-            return Outcome::Fail(format!("DMA: {x}"));
+    // With IRQs masked the event interrupt cannot drain the queue meanwhile.
+    let (dma_result, got, after) = crate::arch::without_irqs(|| {
+        let mut r = Ok(());
+        for _ in 0..dmas {
+            r = r.and(e.edu.write_mem(iova, 0, e.edu.max_len()));
         }
+        let got = registry::with_smmu(0, |s| s.drain_events()).unwrap_or(0);
+        (r, got, registry::with_smmu(0, |s| s.stats.evtq_overflows).unwrap_or(0))
+    });
+    if let Err(x) = dma_result {
+        return Outcome::Fail(format!("DMA: {x}"));
     }
-    let got = registry::with_smmu(0, |s| s.drain_events()).unwrap_or(0);
-    let after = registry::with_smmu(0, |s| s.stats.evtq_overflows).unwrap_or(0);
     // And a fault after the overflow is reported again.
     let r = e.edu.write_mem(iova, 0, 4);
     let later = registry::with_smmu(0, |s| s.take_events()).unwrap_or_default();
