@@ -8,7 +8,7 @@ BOARD     ?= qemu-virt
 BOOTARGS  ?=
 OBJCOPY   := $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 
-.PHONY: all setup build run test image soak host-test dt-report clippy fmt clean
+.PHONY: all setup build run test image bench soak host-test dt-report clippy fmt clean
 
 all: build
 
@@ -29,6 +29,12 @@ run: setup build
 	echo "$$args -kernel $(BUILD)/kernel.bin -append \"$$bargs\""; \
 	$$args -kernel $(BUILD)/kernel.bin -append "$$bargs"
 
+# The disk qemu.args gives the virtio-blk device (sector pattern: tests/run.py make_disk_image).
+run: $(BUILD)/disk.img
+$(BUILD)/disk.img:
+	@mkdir -p $(BUILD)
+	python3 -c 'import sys; sys.path.insert(0, "tests"); import run; run.make_disk_image("$@")'
+
 test: setup build
 	python3 tests/run.py
 
@@ -36,11 +42,20 @@ image: setup build
 	@test -n "$(BOARD)" || { echo "usage: make image BOARD=<name> (see boards/)"; exit 2; }
 	bash boards/image.sh $(BOARD)
 
+bench: setup build
+	python3 tests/bench.py
+
 soak: setup build
 	python3 tests/run.py --no-host --soak
 
 host-test:
 	cargo test --lib --target $(HOST)
+
+# Host half of `make bench`: src/iommu/io_pgtable vs aarch64-paging (tests/bench_pgtable.rs);
+# prints a table and one `BENCH {json}` line per metric. BENCH_RUNS=n changes the repeats (7).
+.PHONY: bench-host
+bench-host:
+	cargo test --release --features std --target $(HOST) --test bench_pgtable
 
 dt-report:
 	@test -n "$(DTB)" || { echo "usage: make dt-report DTB=<file.dtb>"; exit 2; }

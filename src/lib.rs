@@ -11,14 +11,17 @@ pub mod dt;
 pub mod harness;
 pub mod image;
 pub mod iommu;
+/// GICv3 + ITS; the hardware parts are target-only inside, the encodings host-tested.
+pub mod irq;
 pub mod mm;
 pub mod uart;
 
 #[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
-pub mod boot;
+pub mod bench;
 #[cfg(target_os = "none")]
+pub mod boot;
 pub mod bus;
 #[cfg(target_os = "none")]
 pub mod console;

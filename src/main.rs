@@ -86,10 +86,21 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
         frames::add(*s);
     }
 
+    // 4b. Interrupts: the GIC and its ITS from the DT; IRQs are taken from here on.
+    if let Err(e) = kernel::irq::init(&platform) {
+        kprintln!("warning: interrupts: {e}");
+    }
+    if kernel::irq::ready() {
+        kprintln!("irq: {}", kernel::irq::summary());
+    }
+
     // 5. The IOMMUs, reset and default-deny, before any driver runs.
     if let Err(e) = kernel::iommu::registry::probe_all(&platform, &args) {
         kprintln!("error: bad boot argument: {e}");
         arch::exit::exit(7);
+    }
+    for p in kernel::iommu::irq::wire_all(&platform, &args) {
+        kprintln!("warning: SMMU interrupts: {p}");
     }
 
     // 6. DMA policy from the command line, then drivers bind to their devices.
@@ -113,6 +124,11 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
 
     // 7. What we found, then the tests.
     report::print(&platform, &args);
+    if args.get("bench").is_some_and(|b| b != "0") {
+        let failed = kernel::bench::run(&args);
+        kprintln!("{} passed, {failed} failed, 0 skipped", u32::from(failed == 0));
+        arch::exit::exit(if failed == 0 { 0 } else { 1 });
+    }
     let summary = selftest::run(&platform, &args);
     kprintln!("{summary}");
     arch::exit::exit(if summary.failed == 0 { 0 } else { 1 })

@@ -147,6 +147,21 @@ pub fn print(p: &Platform, args: &BootArgs) {
         for b in &f.bars {
             kprintln!("          BAR{} {:#x}+{:#x}{}", b.slot, b.addr, b.size, if b.is64 { " (64-bit)" } else { "" });
         }
+        if let Some(br) = &f.bridge {
+            let win = |w: Option<crate::bus::pci::Window>| match w {
+                Some(w) => alloc::format!("{:#x}..{:#x}", w.base, w.end() - 1),
+                None => alloc::string::String::from("off"),
+            };
+            let buses = match br.buses {
+                Some((s, u)) => alloc::format!("buses {s:02x}..{u:02x}"),
+                None => alloc::string::String::from("NO BUS NUMBER"),
+            };
+            kprintln!("          PCI bridge: {buses}, memory {}, prefetchable {}", win(br.mem), win(br.pref));
+        }
+        if f.dma_alias != f.rid {
+            let a = f.dma_alias;
+            kprintln!("          DMA requests carry {:02x}:{:02x}.{} (bridge alias)", a >> 8, (a >> 3) & 31, a & 7);
+        }
     }
     for e in crate::bus::pci::ERRORS.lock().iter() {
         kprintln!("pci error: {e}");

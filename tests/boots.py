@@ -104,6 +104,53 @@ BOOTS = [
         "bootargs": ["expect.el=1", "expect.smmus=0"],
     },
     {
+        "name": "virt-sync-irq",
+        "what": "smmu.sync=irq: every CMD_SYNC completes by the SMMU's wired cmdq-sync interrupt",
+        "bootargs": ["smmu.sync=irq", "expect.smmus=1"],
+        "filter": "smmu::,dma::,reliability::,irq::,leaks::",
+    },
+    {
+        "name": "virt-smmu-irqs-reordered",
+        "what": "SMMU interrupts in another order and without cmdq-sync (DTB patched): wired by name, "
+                "CMD_SYNC polled although smmu.sync=irq",
+        "bootargs": ["smmu.sync=irq", "expect.smmus=1"],
+        "filter": "smmu::,irq::,dma::translate,dma::fault,leaks::",
+        "dtb_overlay": """
+&{/smmuv3@9050000} {
+    interrupts = <0x0 0x4d 0x1 0x0 0x4a 0x1>;
+    interrupt-names = "gerror", "eventq";
+};
+""",
+    },
+    {
+        "name": "virt-many",
+        "what": "many devices: edu behind root ports, a PCI bridge, a PCIe-to-PCI bridge and two pxb-pcie "
+                "expanders (bus 0x80; bus 0xc0 with bypass_iommu=on): 2-level stream table, DMA aliases, direct bus",
+        "extra": [
+            "-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1",
+            "-device", "edu,bus=rp1,dma_mask=0xffffffffff",
+            "-device", "pci-bridge,id=br1,bus=pcie.0,chassis_nr=2",
+            "-device", "edu,bus=br1,addr=3,dma_mask=0xffffffffff",
+            "-device", "pxb-pcie,id=pxb1,bus_nr=0x80,bus=pcie.0",
+            "-device", "pcie-root-port,id=rp2,bus=pxb1,chassis=3",
+            "-device", "edu,bus=rp2,addr=0.0,multifunction=on,dma_mask=0xffffffffff",
+            "-device", "edu,bus=rp2,addr=0.1,dma_mask=0xffffffffff",
+            "-device", "pcie-root-port,id=rp3,bus=pxb1,chassis=4",
+            "-device", "pcie-pci-bridge,id=ppb1,bus=rp3",
+            "-device", "edu,bus=ppb1,addr=5,dma_mask=0xffffffffff",
+            "-device", "pxb-pcie,id=pxb2,bus_nr=0xc0,bus=pcie.0,bypass_iommu=on",
+            "-device", "pcie-root-port,id=rp4,bus=pxb2,chassis=5",
+            "-device", "edu,bus=rp4,dma_mask=0xffffffffff",
+            "-device", "pcie-root-port,id=rp5,bus=pxb2,chassis=6",
+            "-device", "edu,bus=rp5,dma_mask=0xffffffffff",
+        ],
+        # QEMU's DT iommu-map covers every RID even for a bypass_iommu bus (only its ACPI
+        # IORT leaves them out): the runner hands over a DTB without buses 0xc0..0xff.
+        "dtb": {"iommu_bypass_buses": [[0xC0, 0xFF]]},
+        "bootargs": ["expect.smmus=1", "expect.edus=9", "expect.edus.direct=2", "expect.pci.roots=0x0,0x80,0xc0"],
+        "filter": "boot::,smmu::,topology::,leaks::",
+    },
+    {
         "name": "uboot",
         "what": "U-Boot booti at 0x40400000, as on a real board",
         "uboot": True,

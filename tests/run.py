@@ -20,6 +20,12 @@ BUILD = os.path.join(ROOT, "build")
 # Overridable so several people can test their own builds side by side.
 LOGS = os.environ.get("SMMU_LOGS", os.path.join(BUILD, "logs"))
 KERNEL = os.environ.get("SMMU_KERNEL", os.path.join(BUILD, "kernel.bin"))
+# The virtio-blk disk. qemu.args names build/disk.img (what `make run` uses); the runner
+# writes its own image next to its logs, fresh for every boot: the write test changes it,
+# and two runners side by side must not share one (QEMU locks it).
+DISK_ARG = "file=build/disk.img"
+DISK = os.path.join(LOGS, "disk.img")
+DISK_SECTORS = 2048  # 1 MiB
 UBOOT = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
@@ -75,6 +81,25 @@ def run_host_unit_tests(t: Tally):
     if not found or p.returncode != 0 and not t.failures:
         t.fail("host::cargo_test", f"cargo test exited {p.returncode} (see build/logs/host-unit.log)")
         print(p.stderr[-3000:])
+
+
+_disk_bytes = {}
+
+
+def make_disk_image(path, sectors=DISK_SECTORS):
+    """A raw disk whose 512-byte sector n starts with n (8 bytes, little-endian) and the
+    marker SMMUDISK, then a hash of n and the offset i (all mod 2^32): x = n*2654435761 xor
+    i*40503, byte i = (x*0x45d9f3b) >> 24. src/selftest/virtio.rs checks the same."""
+    if sectors not in _disk_bytes:
+        out = bytearray()
+        for n in range(sectors):
+            base = (n * 2654435761) & 0xFFFFFFFF
+            out += n.to_bytes(8, "little") + b"SMMUDISK"
+            out += bytes(((((base ^ (i * 40503)) * 0x45D9F3B) & 0xFFFFFFFF) >> 24) for i in range(16, 512))
+        _disk_bytes[sectors] = bytes(out)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(_disk_bytes[sectors])
 
 
 class Qemu:
@@ -141,6 +166,7 @@ def base_args(board):
 
 def build_argv(boot):
     argv = base_args(boot.get("board", "qemu-virt"))
+    argv = [a.replace(DISK_ARG, "file=" + DISK) for a in argv]
     for old, new in boot.get("replace", {}).items():
         argv = [new if a == old else a for a in argv]
     if boot.get("smp") and "-smp" in argv:
@@ -150,6 +176,9 @@ def build_argv(boot):
             i = argv.index(opt)
             del argv[i:i + 2]
     argv += boot.get("extra", [])
+    if boot.get("dtb"):
+        import dtbpatch  # a DTB with facts QEMU's lacks (tests/dtbpatch.py)
+        argv += ["-dtb", dtbpatch.build(argv, boot["dtb"], LOGS, boot["name"])]
     if boot.get("sdcard"):
         # The board image `make image` writes, found by U-Boot's distro boot on its own.
         img = os.path.join(ROOT, "build", "image", boot["sdcard"], "sd.img")
@@ -202,6 +231,7 @@ def boot_args(boot, test_filter=None):
 def run_boot(t: Tally, boot, test_filter=None):
     name = boot["name"]
     argv = build_argv(boot)
+    make_disk_image(DISK)
     if test_filter and not boot.get("uboot"):
         argv[argv.index("-append") + 1] = boot_args(boot, test_filter)
     print(f"== boot {name}: {boot['what']} ==", flush=True)

@@ -38,9 +38,14 @@ pub enum SmpError {
     NoPsci,
     NoMemory,
     /// CPU_ON returned an error code.
-    CpuOn { mpidr: u64, code: i32 },
+    CpuOn {
+        mpidr: u64,
+        code: i32,
+    },
     /// The CPU did not report in within the bound.
-    Timeout { cpu: usize },
+    Timeout {
+        cpu: usize,
+    },
     NotOnline(usize),
     Busy(usize),
 }

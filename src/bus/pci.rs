@@ -1,11 +1,14 @@
-//! PCIe through ECAM: enumerate every function of a DT host bridge, assign BARs
-//! from the host's `ranges` windows (no firmware did it), enable memory space and
-//! bus mastering, and name each function's StreamID from `iommu-map`.
-//! Config-space types come from the `pci_types` crate.
+//! PCIe through ECAM: enumerate every bus of a DT host bridge as firmware would (root
+//! and expander buses, bridges numbered depth first, BARs and bridge windows placed in
+//! the host's `ranges`), and name each function's StreamID from `iommu-map`.
+//! The enumeration logic is `pci_alloc` (pure, host-tested); this file is its ECAM side.
 
+use super::pci_alloc::{self, BarKind, Bdf, ConfigSpace, HostDesc, HostWindow};
 use crate::dt::{PciHost, PciSpace};
 use alloc::vec::Vec;
-use pci_types::{Bar, CommandRegister, ConfigRegionAccess, EndpointHeader, HeaderType, PciAddress, PciHeader};
+use pci_types::{CommandRegister, ConfigRegionAccess, PciAddress, PciHeader};
+
+pub use super::pci_alloc::{PciError, Window};
 
 /// ECAM window of one host bridge: bus `bus_start` sits at `base`.
 #[derive(Clone, Copy)]
@@ -41,8 +44,26 @@ impl ConfigRegionAccess for Ecam {
     }
 }
 
-/// Every function found at boot, with its assigned BARs (enumeration happens once:
-/// BAR assignment briefly disables decoding and bus mastering).
+fn pci_address(b: Bdf) -> PciAddress {
+    PciAddress::new(0, b.bus, b.dev, b.func)
+}
+
+impl ConfigSpace for Ecam {
+    fn read32(&mut self, bdf: Bdf, offset: u16) -> u32 {
+        // SAFETY: ECAM reads have no side effects on the functions enumeration touches;
+        // out-of-window addresses read as all-ones without an access.
+        unsafe { ConfigRegionAccess::read(self, pci_address(bdf), offset) }
+    }
+
+    fn write32(&mut self, bdf: Bdf, offset: u16, value: u32) {
+        // SAFETY: enumeration owns every function's configuration at boot; no driver
+        // has bound yet.
+        unsafe { ConfigRegionAccess::write(self, pci_address(bdf), offset, value) }
+    }
+}
+
+/// Every function found at boot, bridges included (enumeration happens once: it
+/// reprograms bus numbers and windows).
 pub static FUNCTIONS: spin::Mutex<Vec<Function>> = spin::Mutex::new(Vec::new());
 /// Enumeration problems, per host.
 pub static ERRORS: spin::Mutex<Vec<PciError>> = spin::Mutex::new(Vec::new());
@@ -51,9 +72,24 @@ pub static ERRORS: spin::Mutex<Vec<PciError>> = spin::Mutex::new(Vec::new());
 #[derive(Clone, Copy, Debug)]
 pub struct BarInfo {
     pub slot: u8,
+    /// CPU address.
     pub addr: u64,
     pub size: u64,
     pub is64: bool,
+    pub prefetchable: bool,
+    /// PCI bus address (what the BAR register holds).
+    pub pci: u64,
+}
+
+/// A PCI-PCI bridge after configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BridgeInfo {
+    pub primary: u8,
+    /// (secondary, subordinate); None when bus numbers ran out.
+    pub buses: Option<(u8, u8)>,
+    /// Non-prefetchable and prefetchable memory windows, in PCI bus addresses.
+    pub mem: Option<Window>,
+    pub pref: Option<Window>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,161 +102,77 @@ pub struct Function {
     /// Requester ID: bus << 8 | dev << 3 | fn.
     pub rid: u16,
     pub bars: Vec<BarInfo>,
-    /// (SMMU phandle, StreamID) from the host's `iommu-map`; None = not behind an SMMUv3.
+    /// (SMMU phandle, StreamID) from the host's `iommu-map` for `dma_alias`;
+    /// None = not behind an SMMUv3.
     pub stream: Option<(u32, u32)>,
     pub host: usize,
+    /// The Requester ID the function's DMA carries upstream (its own RID, except
+    /// behind a conventional PCI bridge).
+    pub dma_alias: u16,
+    /// Requester ID of the bridge above; None on a root bus.
+    pub parent: Option<u16>,
+    /// The root bus it hangs from (the host's first bus or an expander's).
+    pub root_bus: u8,
+    /// PCI Express Device/Port Type, if it has a PCIe capability.
+    pub pcie_type: Option<u8>,
+    pub bridge: Option<BridgeInfo>,
+    /// Memory decoding on (all its BARs got space).
+    pub mem_enabled: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PciError {
-    /// The host's windows have no room for a BAR of this size.
-    NoBarSpace {
-        rid: u16,
-        slot: u8,
-        size: u64,
-    },
-    BarWrite {
-        rid: u16,
-        slot: u8,
-    },
-}
-
-impl core::fmt::Display for PciError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            PciError::NoBarSpace { rid, slot, size } => {
-                write!(
-                    f,
-                    "{:02x}:{:02x}.{} BAR{slot}: no window has {size:#x} bytes free",
-                    rid >> 8,
-                    (rid >> 3) & 31,
-                    rid & 7
-                )
-            }
-            PciError::BarWrite { rid, slot } => write!(f, "RID {rid:#x} BAR{slot}: write rejected"),
-        }
+impl Function {
+    pub fn bdf(&self) -> Bdf {
+        Bdf::from_rid(self.rid)
     }
 }
 
-/// Bump allocator over one `ranges` window.
-struct Window {
-    next: u64,
-    end: u64,
-    cpu_minus_pci: u64,
-    is64: bool,
-}
-
-impl Window {
-    fn take(&mut self, size: u64) -> Option<(u64, u64)> {
-        let start = self.next.checked_add(size - 1)? & !(size - 1);
-        let end = start.checked_add(size)?;
-        if end > self.end {
-            return None;
-        }
-        self.next = end;
-        Some((start, start.wrapping_add(self.cpu_minus_pci)))
-    }
-}
-
-fn rid(a: PciAddress) -> u16 {
-    ((a.bus() as u16) << 8) | ((a.device() as u16) << 3) | a.function() as u16
-}
-
-/// Enumerate the functions on `host` (bus range as the DT says), assign BARs and
-/// enable them. Bridges are not configured yet: functions behind one are not seen.
-pub fn enumerate(host_index: usize, host: &PciHost) -> (Vec<Function>, Vec<PciError>) {
-    let ecam = Ecam { base: host.ecam_base, size: host.ecam_size, bus_start: host.bus_range.0 };
-    let mut windows: Vec<Window> = host
-        .ranges
+/// The host's memory windows as enumeration sees them (I/O space stays unused).
+pub fn host_windows(host: &PciHost) -> Vec<HostWindow> {
+    host.ranges
         .iter()
         .filter(|r| r.space != PciSpace::Io && r.size > 0)
-        .map(|r| Window {
-            next: r.pci_addr,
-            end: r.pci_addr + r.size,
-            cpu_minus_pci: r.cpu_addr.wrapping_sub(r.pci_addr),
-            is64: r.space == PciSpace::Mem64,
-        })
-        .collect();
-    let mut out = Vec::new();
-    let mut errors = Vec::new();
-    for bus in host.bus_range.0..=host.bus_range.1 {
-        for dev in 0..32u8 {
-            for func in 0..8u8 {
-                let a = PciAddress::new(0, bus, dev, func);
-                let h = PciHeader::new(a);
-                let (vendor, device) = h.id(ecam);
-                if vendor == 0xffff {
-                    if func == 0 {
-                        break;
-                    }
-                    continue;
-                }
-                let (_, class, subclass, _) = h.revision_and_class(ecam);
-                let multi = func == 0 && h.has_multiple_functions(ecam);
-                let mut f = Function {
-                    addr: a,
-                    vendor,
-                    device,
-                    class,
-                    subclass,
-                    rid: rid(a),
-                    bars: Vec::new(),
-                    stream: host.rid_to_sid(rid(a)),
-                    host: host_index,
-                };
-                if h.header_type(ecam) == HeaderType::Endpoint
-                    && let Err(e) = assign_bars(&ecam, &h, &mut f, &mut windows)
-                {
-                    errors.push(e);
-                }
-                out.push(f);
-                if func == 0 && !multi {
-                    break;
-                }
-            }
-        }
-        // Without bridge configuration only the root bus carries functions.
-        if out.iter().all(|f| f.addr.bus() != bus) && bus > host.bus_range.0 {
-            break;
-        }
-    }
-    (out, errors)
+        .map(|r| HostWindow { pci_base: r.pci_addr, cpu_base: r.cpu_addr, size: r.size, prefetchable: r.prefetchable })
+        .collect()
 }
 
-fn assign_bars(ecam: &Ecam, h: &PciHeader, f: &mut Function, windows: &mut [Window]) -> Result<(), PciError> {
-    let Some(mut ep) = EndpointHeader::from_header(PciHeader::new(h.address()), ecam) else {
-        return Ok(());
-    };
-    ep.update_command(ecam, |c| c & !(CommandRegister::MEMORY_ENABLE | CommandRegister::BUS_MASTER_ENABLE));
-    let mut slot = 0u8;
-    while slot < 6 {
-        let bar = ep.bar(slot, ecam);
-        let (size, is64) = match bar {
-            Some(Bar::Memory32 { size, .. }) => (size as u64, false),
-            Some(Bar::Memory64 { size, .. }) => (size, true),
-            _ => {
-                slot += 1;
-                continue;
-            }
-        };
-        if size > 0 {
-            // Prefer a 32-bit window (every BAR can decode it), then a 64-bit one.
-            let mut got = windows.iter_mut().filter(|w| !w.is64).find_map(|w| w.take(size));
-            if got.is_none() && is64 {
-                got = windows.iter_mut().filter(|w| w.is64).find_map(|w| w.take(size));
-            }
-            let Some((pci, cpu)) = got else {
-                return Err(PciError::NoBarSpace { rid: f.rid, slot, size });
-            };
-            // SAFETY: the BAR belongs to this function and the address came from the
-            // host's memory window, so decoding it cannot overlap another device.
-            unsafe { ep.write_bar(slot, ecam, pci as usize) }.map_err(|_| PciError::BarWrite { rid: f.rid, slot })?;
-            f.bars.push(BarInfo { slot, addr: cpu, size, is64 });
-        }
-        slot += if is64 { 2 } else { 1 };
-    }
-    ep.update_command(ecam, |c| c | CommandRegister::MEMORY_ENABLE);
-    Ok(())
+/// Enumerate everything below `host` (buses as its `bus-range` says), assign BARs and
+/// bridge windows and enable them. Bus mastering of endpoints is left to drivers.
+pub fn enumerate(host_index: usize, host: &PciHost) -> (Vec<Function>, Vec<PciError>) {
+    let mut ecam = ecam_of(host);
+    let windows = host_windows(host);
+    let desc = HostDesc { bus_start: host.bus_range.0, bus_end: host.bus_range.1, windows: &windows };
+    let e = pci_alloc::enumerate(&mut ecam, &desc);
+    let funcs = e
+        .nodes
+        .iter()
+        .map(|n| Function {
+            addr: pci_address(n.bdf),
+            vendor: n.vendor,
+            device: n.device,
+            class: n.class,
+            subclass: n.subclass,
+            rid: n.bdf.rid(),
+            bars: n
+                .bars
+                .iter()
+                .filter_map(|b| {
+                    let pci = b.pci?;
+                    let addr = desc.cpu_of(pci)?;
+                    let (is64, prefetchable) = (b.kind == BarKind::Mem64, b.prefetchable);
+                    Some(BarInfo { slot: b.slot, addr, size: b.size, is64, prefetchable, pci })
+                })
+                .collect(),
+            stream: host.rid_to_sid(n.dma_alias),
+            host: host_index,
+            dma_alias: n.dma_alias,
+            parent: n.parent.and_then(|p| e.nodes.get(p)).map(|p| p.bdf.rid()),
+            root_bus: n.root_bus,
+            pcie_type: n.pcie_type,
+            bridge: n.bridge.map(|b| BridgeInfo { primary: n.bdf.bus, buses: b.buses, mem: b.mem, pref: b.pref }),
+            mem_enabled: n.mem_enabled,
+        })
+        .collect();
+    (funcs, e.errors)
 }
 
 /// Let the function issue DMA (bus mastering) or stop it.
@@ -233,4 +185,41 @@ pub fn set_bus_master(ecam: &Ecam, f: &Function, on: bool) {
 
 pub fn ecam_of(host: &PciHost) -> Ecam {
     Ecam { base: host.ecam_base, size: host.ecam_size, bus_start: host.bus_range.0 }
+}
+
+/// What a bridge's registers hold now, read back from configuration space.
+pub fn read_bridge(ecam: &Ecam, f: &Function) -> BridgeInfo {
+    let mut c = *ecam;
+    let b = f.bdf();
+    let buses = c.read32(b, pci_alloc::PCI_PRIMARY_BUS);
+    let (sec, sub) = ((buses >> 8) as u8, (buses >> 16) as u8);
+    let mem = pci_alloc::decode_window(c.read32(b, pci_alloc::PCI_MEMORY_BASE), 0, 0);
+    let pref_reg = c.read32(b, pci_alloc::PCI_PREF_MEMORY_BASE);
+    let (bh, lh) = if pref_reg & 0xf == 1 {
+        (c.read32(b, pci_alloc::PCI_PREF_BASE_UPPER32), c.read32(b, pci_alloc::PCI_PREF_LIMIT_UPPER32))
+    } else {
+        (0, 0)
+    };
+    BridgeInfo {
+        primary: buses as u8,
+        buses: (sec != 0).then_some((sec, sub)),
+        mem,
+        pref: pci_alloc::decode_window(pref_reg, bh, lh),
+    }
+}
+
+/// The PCI address a memory BAR's register holds now.
+pub fn read_bar(ecam: &Ecam, f: &Function, bar: &BarInfo) -> u64 {
+    let mut c = *ecam;
+    let off = pci_alloc::PCI_BASE_ADDRESS_0 + 4 * u16::from(bar.slot);
+    let lo = u64::from(c.read32(f.bdf(), off) & !0xf);
+    let hi = if bar.is64 { u64::from(c.read32(f.bdf(), off + 4)) } else { 0 };
+    (hi << 32) | lo
+}
+
+/// Command register: (memory decoding, bus mastering).
+pub fn read_command(ecam: &Ecam, f: &Function) -> (bool, bool) {
+    let mut c = *ecam;
+    let cmd = c.read32(f.bdf(), pci_alloc::PCI_COMMAND);
+    (cmd & pci_alloc::PCI_COMMAND_MEMORY != 0, cmd & pci_alloc::PCI_COMMAND_MASTER != 0)
 }

@@ -60,7 +60,10 @@ pub fn set_uart(uart: Option<Uart>, base: u64) {
 pub fn uart() -> (Option<Uart>, u64) {
     let u = match KIND.load(Ordering::SeqCst) {
         1 => Some(Uart::Pl011),
-        2 => Some(Uart::Ns16550 { shift: SHIFT.load(Ordering::SeqCst) as u32, width: WIDTH.load(Ordering::SeqCst) as u32 }),
+        2 => Some(Uart::Ns16550 {
+            shift: SHIFT.load(Ordering::SeqCst) as u32,
+            width: WIDTH.load(Ordering::SeqCst) as u32,
+        }),
         3 => Some(Uart::Lpuart),
         _ => None,
     };

@@ -2,6 +2,7 @@
 //! suites are written against, so a board's own engine plugs in the same way.
 
 pub mod edu;
+pub mod virtio_blk;
 
 use core::fmt;
 
@@ -60,6 +61,9 @@ unsafe impl Send for EduDev {}
 
 pub static EDUS: Mutex<Vec<EduDev>> = Mutex::new(Vec::new());
 
+/// virtio-blk devices bound at boot (rings and buffers through the DMA API).
+pub static VIRTIO_BLKS: Mutex<Vec<virtio_blk::VirtioBlk>> = Mutex::new(Vec::new());
+
 /// Problems met while binding drivers (reported, never fatal).
 pub static PROBE_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -81,6 +85,13 @@ pub fn probe_all(p: &Platform, args: &BootArgs) {
         pci::ERRORS.lock().extend(errors.iter().copied());
         let ecam = pci::ecam_of(h);
         for f in funcs {
+            if virtio_blk::is_virtio_blk(&f) {
+                match virtio_blk::probe(&f, ecam, h.coherent) {
+                    Ok(b) => VIRTIO_BLKS.lock().push(b),
+                    Err(e) => PROBE_ERRORS.lock().push(alloc::format!("{}: {e}", virtio_blk::name_of(&f))),
+                }
+                continue;
+            }
             if (f.vendor, f.device) != (edu::VENDOR, edu::DEVICE) {
                 continue;
             }

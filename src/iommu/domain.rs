@@ -179,6 +179,10 @@ pub static IOMMU: Mutex<Iommu> = Mutex::new(Iommu {
     free_vmids: Vec::new(),
 });
 
+/// `smmu.ril=0`: invalidate page by page even if the SMMU has range invalidation
+/// (to measure what RIL saves).
+pub static NO_RIL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Above this many range commands one invalidate-all-of-the-ASID/VMID is cheaper.
 const TLBI_MAX_OPS: usize = 64;
 /// IOVA space of DMA domains: 4 KiB up to 2^39 (minus the caller's DMA mask).
@@ -350,7 +354,10 @@ impl Iommu {
         }
         if ty == DomainType::Dma {
             let g = granule.size();
-            d.iova = Some(IovaAllocator::new(g, (1u64 << DMA_IAS) - 1, g)?);
+            let mut a = IovaAllocator::new(g, (1u64 << DMA_IAS) - 1, g)?;
+            // The MSI doorbell window (super::msi): never handed out for buffers.
+            super::msi::reserve_window(&mut a)?;
+            d.iova = Some(a);
         }
         let id = d.id;
         self.domains.push(Some(d));
@@ -606,7 +613,7 @@ fn flush_gather(
     if g.is_empty() {
         return Ok(());
     }
-    let ril = dev.features.ril;
+    let ril = dev.features.ril && !NO_RIL.load(core::sync::atomic::Ordering::Relaxed);
     let pg_log2 = if g.pgsize == 0 { 12 } else { g.pgsize.trailing_zeros() as u8 };
     let mut cmds: Vec<Command> = Vec::new();
     let plan = plan_range_tlbi(g.start, g.end - g.start, pg_log2, 12, ril);

@@ -3,11 +3,15 @@
 
 pub mod io_pgtable;
 pub mod iova;
+/// MSI doorbell window of DMA domains (pure arithmetic; composition target-only).
+pub mod msi;
 pub mod smmuv3;
 
 #[cfg(target_os = "none")]
 pub mod domain;
 #[cfg(target_os = "none")]
 pub mod hwmem;
+#[cfg(target_os = "none")]
+pub mod irq;
 #[cfg(target_os = "none")]
 pub mod registry;

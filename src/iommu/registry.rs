@@ -58,6 +58,8 @@ pub fn probe_all(p: &Platform, args: &BootArgs) -> Result<(), String> {
     let opts = options(args)?;
     let force =
         args.flag("smmu.enable_disabled").map_err(|v| alloc::format!("smmu.enable_disabled={v}"))?.unwrap_or(false);
+    let ril = args.flag("smmu.ril").map_err(|v| alloc::format!("smmu.ril={v}"))?.unwrap_or(true);
+    super::domain::NO_RIL.store(!ril, core::sync::atomic::Ordering::SeqCst);
     let mut reg = REGISTRY.lock();
     for s in &p.smmus {
         if !s.enabled && !force {

@@ -3,11 +3,14 @@
 
 mod boot;
 mod dma;
+mod irq;
 mod leaks;
 mod reliability;
+mod smmu;
 mod smp;
 mod soak;
-mod smmu;
+mod topology;
+mod virtio;
 
 use crate::bootargs::BootArgs;
 use crate::dt::Platform;
@@ -43,8 +46,11 @@ fn all() -> impl Iterator<Item = &'static Test> {
         .chain(smmu::TESTS.iter())
         .chain(dma::TESTS.iter())
         .chain(reliability::TESTS.iter())
+        .chain(virtio::TESTS.iter())
         .chain(smp::TESTS.iter())
         .chain(soak::TESTS.iter())
+        .chain(topology::TESTS.iter())
+        .chain(irq::TESTS.iter())
         .chain(leaks::TESTS.iter())
 }
 

@@ -47,6 +47,8 @@ fn evtq_overflow(_: &Ctx) -> Outcome {
             _ => return Outcome::Fail("no IOVA".into()),
         }
     };
+    // The event queue interrupt would drain between DMAs: hold it off so events pile up.
+    let quiet = crate::iommu::irq::pause_evtq(0);
     registry::with_smmu(0, |s| s.drain_events());
     let before = registry::with_smmu(0, |s| s.stats.evtq_overflows).unwrap_or(0);
     // With IRQs masked the event interrupt cannot drain the queue meanwhile.
@@ -61,6 +63,7 @@ fn evtq_overflow(_: &Ctx) -> Outcome {
     if let Err(x) = dma_result {
         return Outcome::Fail(format!("DMA: {x}"));
     }
+    drop(quiet);
     // And a fault after the overflow is reported again.
     let r = e.edu.write_mem(iova, 0, 4);
     let later = registry::with_smmu(0, |s| s.take_events()).unwrap_or_default();
@@ -128,6 +131,9 @@ fn iova_exhaustion(_: &Ctx) -> Outcome {
     let first = dma::map_single(&tiny, pa, 4096, Direction::ToDevice);
     let second = dma::map_single(&tiny, pa, 4096, Direction::ToDevice);
     let freed = first.as_ref().map(|&d| dma::unmap_single(&tiny, d, 4096, Direction::ToDevice));
+    // In lazy mode (iommu.strict=0) the IOVA comes back only after the batched
+    // invalidation; flush so both modes can reuse it.
+    let flushed = dma::flush(&tiny);
     let third = dma::map_single(&tiny, pa, 4096, Direction::ToDevice);
     if let Ok(d) = third {
         let _ = dma::unmap_single(&tiny, d, 4096, Direction::ToDevice);
@@ -141,6 +147,7 @@ fn iova_exhaustion(_: &Ctx) -> Outcome {
         "second mapping gave {second:?}, expected IOVA exhaustion"
     );
     ensure!(matches!(freed, Ok(Ok(()))), "unmap: {freed:?}");
+    ensure!(flushed.is_ok(), "flush: {flushed:?}");
     ensure!(third.is_ok(), "after freeing, mapping failed: {third:?}");
     ensure!(!matches!(restore, Some(Err(_))), "re-attach: {restore:?}");
     ensure!(freed_dom.is_ok(), "domain_free: {freed_dom:?}");

@@ -183,7 +183,8 @@ fn ste_update(c: &Ctx) -> Outcome {
 /// An SMMU the DT marks disabled is not touched (and the report says why) unless
 /// `smmu.enable_disabled=1`, in which case it is probed like any other.
 fn disabled_in_dt(c: &Ctx) -> Outcome {
-    let disabled: alloc::vec::Vec<&str> = c.platform.smmus.iter().filter(|s| !s.enabled).map(|s| s.node.as_str()).collect();
+    let disabled: alloc::vec::Vec<&str> =
+        c.platform.smmus.iter().filter(|s| !s.enabled).map(|s| s.node.as_str()).collect();
     if disabled.is_empty() {
         return Outcome::Skip("no SMMU is disabled in this DT".into());
     }

@@ -31,10 +31,12 @@ fn secondaries_online(c: &Ctx) -> Outcome {
     for cpu in 1..want {
         let seen = Arc::new(AtomicU64::new(u64::MAX));
         let s2 = seen.clone();
-        let t = match smp::run_on(cpu, Box::new(move || s2.store(crate::arch::mpidr() & 0xff_00ff_ffff, Ordering::SeqCst))) {
-            Ok(t) => t,
-            Err(e) => return Outcome::Fail(format!("{e}")),
-        };
+        let t =
+            match smp::run_on(cpu, Box::new(move || s2.store(crate::arch::mpidr() & 0xff_00ff_ffff, Ordering::SeqCst)))
+            {
+                Ok(t) => t,
+                Err(e) => return Outcome::Fail(format!("{e}")),
+            };
         if let Err(e) = smp::wait(cpu, t, 1000) {
             return Outcome::Fail(format!("{e}"));
         }

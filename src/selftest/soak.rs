@@ -90,10 +90,18 @@ fn fault(e: &mut EduDev, rng: &mut Rng, t: &mut Tally) -> Result<(), alloc::stri
     let sid = e.func.stream.map(|s| s.1).unwrap_or(u32::MAX);
     if ev.is_empty()
         || ev.iter().any(|x| {
-            x.kind != EventKind::FTranslation || x.sid != sid || x.read == write || x.input_addr.map(|a| a & !0xfff) != Some(iova)
+            x.kind != EventKind::FTranslation
+                || x.sid != sid
+                || x.read == write
+                || x.input_addr.map(|a| a & !0xfff) != Some(iova)
         })
     {
-        return Err(format!("fault at {:#x} ({}) reported as {:?}", iova + off, if write { "write" } else { "read" }, ev.first().map(|x| format!("{x}"))));
+        return Err(format!(
+            "fault at {:#x} ({}) reported as {:?}",
+            iova + off,
+            if write { "write" } else { "read" },
+            ev.first().map(|x| format!("{x}"))
+        ));
     }
     t.faults += 1;
     Ok(())

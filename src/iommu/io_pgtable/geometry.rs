@@ -114,12 +114,18 @@ pub(crate) struct Geometry {
     pub bpl: u32,
     /// Level of the root table.
     pub start: u32,
-    /// Index bits of the root table (more than `bpl` when concatenated).
-    pub root_bits: u32,
     /// Number of granule-sized tables that form the root (1, or 2..=16 for stage-2 concatenation).
     pub concat: u32,
     pub ias: u32,
     pub oas: u32,
+    /// Granule size in bytes (`1 << pg_shift`).
+    pub page: u64,
+    /// `shift(level)` for levels 0..=3, precomputed (the walks use it at every step).
+    shifts: [u32; 4],
+    /// Index mask of a table at each level (the root's is wider when concatenated).
+    idx_masks: [usize; 4],
+    /// Lowest level that may hold a leaf (see `leaf_ok`).
+    leaf_min: u32,
 }
 
 impl Geometry {
@@ -151,13 +157,32 @@ impl Geometry {
         if cfg.stage == Stage::S2 && cfg.granule != Granule::K4 && start == 0 {
             return Err(PgtError::BadConfig("stage-2 level-0 start needs 52-bit support"));
         }
-        Ok(Geometry { granule: cfg.granule, pg_shift, bpl, start, root_bits, concat, ias, oas: u32::from(cfg.oas) })
+        let shifts = [0, 1, 2, 3].map(|l| pg_shift + (LEAF_LEVEL - l) * bpl);
+        // Index bits of the root table are `root_bits` (more than `bpl` when concatenated).
+        let idx_masks = [0, 1, 2, 3].map(|l| if l == start { (1usize << root_bits) - 1 } else { (1usize << bpl) - 1 });
+        let leaf_min = match cfg.granule {
+            Granule::K4 => 1,
+            Granule::K16 | Granule::K64 => 2,
+        };
+        Ok(Geometry {
+            granule: cfg.granule,
+            pg_shift,
+            bpl,
+            start,
+            concat,
+            ias,
+            oas: u32::from(cfg.oas),
+            page: 1 << pg_shift,
+            shifts,
+            idx_masks,
+            leaf_min,
+        })
     }
 
     /// Bit position of the lowest input-address bit indexed at `level`.
     #[inline(always)]
     pub(crate) fn shift(&self, level: u32) -> u32 {
-        self.pg_shift + (LEAF_LEVEL - level) * self.bpl
+        self.shifts[(level & 3) as usize]
     }
 
     /// Bytes covered by one entry at `level`.
@@ -169,13 +194,13 @@ impl Geometry {
     /// Number of entries in a table at `level`.
     #[inline(always)]
     pub(crate) fn entries(&self, level: u32) -> usize {
-        if level == self.start { 1usize << self.root_bits } else { 1usize << self.bpl }
+        self.idx_masks[(level & 3) as usize] + 1
     }
 
     /// Index of `iova` in the table at `level`.
     #[inline(always)]
     pub(crate) fn index(&self, level: u32, iova: u64) -> usize {
-        ((iova >> self.shift(level)) as usize) & (self.entries(level) - 1)
+        ((iova >> self.shift(level)) as usize) & self.idx_masks[(level & 3) as usize]
     }
 
     /// Do `a` and `b` lie in the same entry at `level`?
@@ -199,10 +224,7 @@ impl Geometry {
     /// are 4K: levels 1 and 2, 16K and 64K: level 2 (larger ones need 52-bit addressing).
     #[inline(always)]
     pub(crate) fn leaf_ok(&self, level: u32) -> bool {
-        match self.granule {
-            Granule::K4 => level >= 1,
-            Granule::K16 | Granule::K64 => level >= 2,
-        }
+        level >= self.leaf_min
     }
 
     /// SL0 value for this start level (VTCR_EL2.SL0 encoding).

@@ -74,6 +74,18 @@ impl TablePtr {
         unsafe { self.va.add(idx & self.mask).write_volatile(v) }
     }
 
+    /// All descriptors as a slice, for bulk scans that the compiler may vectorise.
+    ///
+    /// # Safety
+    ///
+    /// Nothing may write the table while the slice lives (a walker only reads it).
+    #[inline(always)]
+    pub(crate) unsafe fn as_slice<'a>(self) -> &'a [u64] {
+        // SAFETY: `new`'s contract: `mask + 1` valid, aligned, allocated descriptors; the caller
+        // rules out writes for the slice's lifetime.
+        unsafe { core::slice::from_raw_parts(self.va, self.mask + 1) }
+    }
+
     /// Pointer to entry `idx` (for cache maintenance).
     #[inline(always)]
     pub(crate) fn entry_ptr(self, idx: usize) -> *const u64 {

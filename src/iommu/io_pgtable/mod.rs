@@ -9,9 +9,12 @@
 //!   2 concatenated level-1 tables, SL0 = 1.
 //! * Walks are done once per table: `map`/`unmap` descend once to the deepest table holding the
 //!   whole range, then iterate the entries of each table and recurse (depth <= 3) only into
-//!   the tables they touch; runs inside one leaf table take a straight-line fast path. No heap
-//!   allocation at all: tables allocated ahead of an operation and tables awaiting their
-//!   deferred free are linked through their own entry 0.
+//!   the tables they touch; runs of pages inside one leaf table and runs of whole blocks take
+//!   straight-line fast paths, and unmapping exactly one entry that holds a table detaches that
+//!   table whole (one scan, no per-entry writes). No heap allocation at all: tables allocated
+//!   ahead of an operation and tables awaiting their deferred free are linked through their own
+//!   entry 0. `tests/bench_pgtable.rs` (`make bench-host`) times all this against
+//!   `aarch64-paging`.
 //! * No hardware table updates (HTTU) are assumed: AF is set in every leaf, so the CD/STE must
 //!   leave HA/HD (and HAFT) disabled.
 //! * Live-entry counts of every non-root table live in IGNORED bits of the table descriptor
@@ -209,7 +212,7 @@ impl<M: TableMemory> IoPageTable<M> {
             return Err(PgtError::SplitPending);
         }
         self.check_iova_range(iova, size)?;
-        let gran = self.geo.granule.size();
+        let gran = self.geo.page;
         if pa & (gran - 1) != 0 {
             return Err(PgtError::Unaligned { what: "pa", value: pa, align: gran });
         }
@@ -238,6 +241,19 @@ impl<M: TableMemory> IoPageTable<M> {
         if level == LEAF_LEVEL {
             // Fast path (e.g. page-by-page mapping): pages inside one existing leaf table.
             let added = self.map_leaf_run(t, iova, pa, size, attrs)?;
+            if let Some((pt, pidx)) = parent {
+                let d = pt.get(pidx);
+                pt.set(pidx, with_count(d, table_count(d) + added));
+            }
+            return Ok(());
+        }
+        // Fast path (e.g. one 1 GiB or a run of 2 MiB mappings): whole, aligned blocks into
+        // invalid entries of this table.
+        let esz = self.geo.entry_size(level);
+        if self.geo.leaf_ok(level)
+            && (iova | pa | size) & (esz - 1) == 0
+            && let Some(added) = self.map_block_run(level, t, iova, pa, size, attrs)
+        {
             if let Some((pt, pidx)) = parent {
                 let d = pt.get(pidx);
                 pt.set(pidx, with_count(d, table_count(d) + added));
@@ -274,12 +290,13 @@ impl<M: TableMemory> IoPageTable<M> {
         }
         self.check_iova_range(iova, size)?;
         // Descend once to the deepest table with one entry covering the whole range,
-        // remembering the path for the upward count updates.
+        // remembering the path for the upward count updates. A range that is exactly one
+        // entry stops there: a table below it is detached whole, not emptied entry by entry.
         let end = iova + size;
         let (mut level, mut t, mut t_pa) = (self.geo.start, self.root(), self.root_pa);
         let mut path = [(t, 0usize); 4];
         let mut depth = 0;
-        while level < LEAF_LEVEL && self.geo.same_entry(level, iova, end - 1) {
+        while level < LEAF_LEVEL && self.geo.same_entry(level, iova, end - 1) && size != self.geo.entry_size(level) {
             let idx = self.geo.index(level, iova);
             let d = t.get(idx);
             if d & DESC_TYPE_MASK != DESC_TABLE {
@@ -291,16 +308,22 @@ impl<M: TableMemory> IoPageTable<M> {
             t = self.table(t_pa);
             level += 1;
         }
-        // No blocks (hence no splits) below a leaf table.
-        let need = if level == LEAF_LEVEL { 0 } else { self.split_check(level, t, iova, end) };
+        // Edges on entry boundaries of this level cut no block (blocks here are whole entries,
+        // deeper ones lie inside one entry): nothing to split. Always so in a leaf table.
+        let aligned = (iova | size) & (self.geo.entry_size(level) - 1) == 0;
+        let blocks = level < LEAF_LEVEL && aligned && self.whole_blocks(level, t, iova, size);
+        let need = if aligned { 0 } else { self.split_check(level, t, iova, end) };
         let mut stash = if need == 0 { Stash { head: 0, len: 0 } } else { self.stash_fill(need)? };
         let was_bound = gather.owner.is_some();
         gather.owner = Some(self.id());
-        gather.granule = self.geo.granule.size();
+        gather.granule = self.geo.page;
         let mut bytes = 0;
         let mut removed = 0;
         let r = if level == LEAF_LEVEL {
             self.unmap_leaf_run(t, iova, size, gather, &mut bytes, &mut removed);
+            Ok(())
+        } else if blocks {
+            self.unmap_block_run(level, t, iova, size, gather, &mut bytes, &mut removed);
             Ok(())
         } else {
             self.unmap_level(level, t, t_pa, iova, size, gather, &mut stash, &mut bytes, &mut removed)
@@ -405,7 +428,7 @@ impl<M: TableMemory> IoPageTable<M> {
     }
 
     fn check_iova_range(&self, iova: u64, size: u64) -> Result<(), PgtError> {
-        let gran = self.geo.granule.size();
+        let gran = self.geo.page;
         if size == 0 {
             return Err(PgtError::ZeroSize);
         }
@@ -572,7 +595,7 @@ impl<M: TableMemory> IoPageTable<M> {
 
     /// Map a run of pages inside one existing leaf table: check that all are free, then write.
     /// Returns the number of entries added.
-    #[inline]
+    #[inline(always)]
     fn map_leaf_run(&mut self, t: TablePtr, iova: u64, pa: u64, size: u64, attrs: u64) -> Result<u32, PgtError> {
         let g = &self.geo;
         let first = g.index(LEAF_LEVEL, iova);
@@ -596,6 +619,26 @@ impl<M: TableMemory> IoPageTable<M> {
         }
         self.sync(t, first, n);
         Ok(n as u32)
+    }
+
+    /// Map `[iova, iova + size)`, whole `level` entries inside table `t` with `pa` aligned to
+    /// them, as blocks if every entry is invalid (returns how many); `None`, changing nothing,
+    /// if any entry is in use (the general path then reports or recurses).
+    #[inline(always)]
+    fn map_block_run(&mut self, level: u32, t: TablePtr, iova: u64, pa: u64, size: u64, attrs: u64) -> Option<u32> {
+        let g = &self.geo;
+        let first = g.index(level, iova);
+        let shift = g.shift(level);
+        let n = (size >> shift) as usize;
+        if (first..first + n).any(|i| t.get(i) != 0) {
+            return None;
+        }
+        let blk = attrs | DESC_BLOCK;
+        for k in 0..n {
+            t.set(first + k, blk | (pa + ((k as u64) << shift)));
+        }
+        self.sync(t, first, n);
+        Some(n as u32)
     }
 
     /// Tables needed to map `[iova, iova + size)` (inside one entry at `level`, currently
@@ -645,7 +688,7 @@ impl<M: TableMemory> IoPageTable<M> {
             // The pre-check proved every entry invalid: plain stores, no reads.
             let n = (size >> g.pg_shift) as usize;
             let page = attrs | DESC_PAGE;
-            let step = g.granule.size();
+            let step = g.page;
             let mut out = pa;
             for i in first..first + n {
                 t.set(i, page | out);
@@ -667,10 +710,20 @@ impl<M: TableMemory> IoPageTable<M> {
             let chunk_end = ((cur | (esz - 1)) + 1).min(end);
             let chunk = chunk_end - cur;
             let cpa = pa + (cur - iova);
-            let d = t.get(idx);
+            let d = if fresh { 0 } else { t.get(idx) };
             if d == 0 && chunk == esz && leaf_ok && cpa & (esz - 1) == 0 {
-                t.set(idx, attrs | DESC_BLOCK | cpa);
-                *added += 1;
+                // A run of whole, aligned, invalid entries: blocks in a straight loop.
+                let whole = ((end - cur) >> g.shift(level)) as usize;
+                let k = if fresh { whole } else { (1..whole).find(|&k| t.get(idx + k) != 0).unwrap_or(whole) };
+                let (blk, mut out) = (attrs | DESC_BLOCK, cpa);
+                for i in idx..idx + k {
+                    t.set(i, blk | out);
+                    out += esz;
+                }
+                *added += k as u32;
+                idx += k;
+                cur += k as u64 * esz;
+                continue;
             } else if d & DESC_TYPE_MASK == DESC_TABLE {
                 let child = self.table(d & ADDR_MASK);
                 let mut n = 0;
@@ -855,28 +908,38 @@ impl<M: TableMemory> IoPageTable<M> {
         let mut bytes = 0;
         if level == LEAF_LEVEL {
             if count != 0 {
-                bytes = u64::from(count) * g.granule.size();
-                gather.note_size(g.granule.size());
+                bytes = u64::from(count) * g.page;
+                gather.note_size(g.page);
             }
         } else {
             let esz = g.entry_size(level);
-            let mut seen = 0;
-            let mut i = 0;
-            while seen < count && i < t.entries() {
-                let d = t.get(i);
-                match d & DESC_TYPE_MASK {
-                    DESC_BLOCK if g.leaf_ok(level) => {
-                        bytes += esz;
-                        gather.note_size(esz);
-                        seen += 1;
+            // SAFETY: the table is unlinked and owned by `&mut self`; nothing writes it while
+            // the slice lives (the walker only reads it: no HTTU).
+            let entries = unsafe { t.as_slice() };
+            // Bit 1 is set only in table and split-pending descriptors (blocks are 0b01; invalid
+            // entries 0): one OR over the table (vectorisable) says whether anything is below.
+            // Without, every live entry is a block and the count says how many.
+            let below = entries.iter().fold(0, |acc, &d| acc | d) & 0b10 != 0;
+            let mut blocks = if below || !g.leaf_ok(level) { 0 } else { count };
+            if below {
+                let mut seen = 0;
+                for &d in entries {
+                    if seen == count {
+                        break;
                     }
-                    DESC_TABLE | DESC_PENDING => {
-                        bytes += self.detach(level + 1, d & ADDR_MASK, table_count(d), gather);
-                        seen += 1;
+                    match d & DESC_TYPE_MASK {
+                        DESC_BLOCK if g.leaf_ok(level) => blocks += 1,
+                        DESC_TABLE | DESC_PENDING => {
+                            bytes += self.detach(level + 1, d & ADDR_MASK, table_count(d), gather);
+                        }
+                        _ => continue,
                     }
-                    _ => {}
+                    seen += 1;
                 }
-                i += 1;
+            }
+            if blocks != 0 {
+                bytes += u64::from(blocks) * esz;
+                gather.note_size(esz);
             }
         }
         self.defer(gather, pa, t);
@@ -884,7 +947,7 @@ impl<M: TableMemory> IoPageTable<M> {
     }
 
     /// Clear the valid pages of `[iova, iova + size)` inside one leaf table.
-    #[inline]
+    #[inline(always)]
     fn unmap_leaf_run(
         &mut self,
         t: TablePtr,
@@ -897,7 +960,7 @@ impl<M: TableMemory> IoPageTable<M> {
         let g = &self.geo;
         let first = g.index(LEAF_LEVEL, iova);
         let n = (size >> g.pg_shift) as usize;
-        let gsz = g.granule.size();
+        let gsz = g.page;
         let (mut lo, mut hi, mut cnt) = (usize::MAX, 0, 0u32);
         for i in 0..n {
             if t.get(first + i) & DESC_VALID != 0 {
@@ -910,6 +973,57 @@ impl<M: TableMemory> IoPageTable<M> {
         if cnt != 0 {
             gather.note_leaf(iova + lo as u64 * gsz, iova + (hi as u64 + 1) * gsz, gsz);
             *bytes += u64::from(cnt) * gsz;
+            *removed += cnt;
+            self.sync(t, first + lo, hi + 1 - lo);
+        }
+    }
+
+    /// Is `[iova, iova + size)` whole entries of table `t` at `level`, each a block or invalid?
+    #[inline(always)]
+    fn whole_blocks(&self, level: u32, t: TablePtr, iova: u64, size: u64) -> bool {
+        let g = &self.geo;
+        if !g.leaf_ok(level) || (iova | size) & (g.entry_size(level) - 1) != 0 {
+            return false;
+        }
+        let first = g.index(level, iova);
+        let n = (size >> g.shift(level)) as usize;
+        (first..first + n).all(|i| {
+            let d = t.get(i);
+            d == 0 || d & DESC_TYPE_MASK == DESC_BLOCK
+        })
+    }
+
+    /// Clear the blocks of `[iova, iova + size)`, whole entries of table `t` at `level` that
+    /// `whole_blocks` accepted.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn unmap_block_run(
+        &mut self,
+        level: u32,
+        t: TablePtr,
+        iova: u64,
+        size: u64,
+        gather: &mut Gather,
+        bytes: &mut u64,
+        removed: &mut u32,
+    ) {
+        let g = &self.geo;
+        let first = g.index(level, iova);
+        let shift = g.shift(level);
+        let n = (size >> shift) as usize;
+        let (mut lo, mut hi, mut cnt) = (usize::MAX, 0, 0u32);
+        for i in 0..n {
+            if t.get(first + i) != 0 {
+                t.set(first + i, 0);
+                cnt += 1;
+                lo = lo.min(i);
+                hi = i;
+            }
+        }
+        if cnt != 0 {
+            let esz = 1u64 << shift;
+            gather.note_leaf(iova + lo as u64 * esz, iova + (hi as u64 + 1) * esz, esz);
+            *bytes += u64::from(cnt) * esz;
             *removed += cnt;
             self.sync(t, first + lo, hi + 1 - lo);
         }

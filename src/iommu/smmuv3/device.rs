@@ -1,12 +1,13 @@
 //! One SMMUv3 instance: probe, bring-up in the spec's order, the command queue
-//! (batched, wrap-aware, CMD_SYNC by polling), the event queue, GERROR, and the STE
+//! (batched, wrap-aware, CMD_SYNC by polling or interrupt), the event queue, GERROR, wired
+//! interrupts (SMMU_IRQ_CTRL), and the STE
 //! and TLB operations the generic IOMMU layer asks for. Every poll has a deadline.
 
-use super::cmd::{Command, QueueIndex, RawCommand};
+use super::cmd::{Command, QueueIndex, RawCommand, SyncCs};
 use super::event::{CmdqError, Event, gerror_bits};
 use super::features::Features;
 use super::queue::Queue;
-use super::regs::{CR0, GBPA, PAGE1_OFFSET, Page0, Page1};
+use super::regs::{CR0, GBPA, IRQ_CTRL, PAGE1_OFFSET, Page0, Page1};
 use super::ste::{STE_QWORDS, Ste, SteWriter, UpdateKind, write_ste};
 use super::strtab::{LINEAR_MAX_BITS, StreamTable, StrtabError};
 use crate::arch::cache;
@@ -16,6 +17,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 
 /// GERROR.EVTQ_ABT_ERR: an event record could not be written.
@@ -24,6 +26,9 @@ const GERROR_EVTQ_ABT_ERR: u32 = 1 << 2;
 /// Bounds for polls of the hardware.
 const ACK_TIMEOUT_MS: u64 = 100;
 const SYNC_TIMEOUT_MS: u64 = 1000;
+/// How many GERROR names are kept (older ones are counted in `stats.gerrors` only).
+const GERROR_LOG: usize = 64;
+
 /// How many decoded events are kept for callers to inspect.
 const EVENT_LOG: usize = 4096;
 
@@ -119,6 +124,10 @@ pub struct Stats {
     pub evtq_overflows: u64,
     pub gerrors: u64,
     pub cmd_errors: u64,
+    /// Wired interrupts taken: event queue, global error, CMD_SYNC completion.
+    pub evtq_irqs: u64,
+    pub gerror_irqs: u64,
+    pub sync_irqs: u64,
 }
 
 pub struct SmmuV3 {
@@ -137,6 +146,13 @@ pub struct SmmuV3 {
     /// GERROR bits seen (and acknowledged) so far.
     pub gerror_log: Vec<&'static str>,
     pub quirk_no_prefetch: bool,
+    /// Counted by the interrupt handlers without any lock (see `IrqCounters`).
+    pub irq: &'static IrqCounters,
+    /// Which wired lines are enabled in SMMU_IRQ_CTRL / routed to a handler.
+    pub irq_lines: IrqLines,
+    pub sync_mode: SyncMode,
+    /// GERROR bits an interrupt handler acknowledged, not yet reported by handle_gerror.
+    gerror_irq_bits: u32,
 }
 
 /// Writes STE qwords to memory and syncs with CFGI_STE + CMD_SYNC.
@@ -211,10 +227,16 @@ impl SmmuV3 {
             strtab,
             cmdq,
             evtq,
-            events: VecDeque::new(),
+            // Reserved up front: the event queue interrupt drains into it and must not allocate.
+            events: VecDeque::with_capacity(EVENT_LOG),
             stats: Stats::default(),
-            gerror_log: Vec::new(),
+            // Preallocated: interrupt handlers append here and must never allocate.
+            gerror_log: Vec::with_capacity(GERROR_LOG),
             quirk_no_prefetch: quirks.iter().any(|q| q == "hisilicon,broken-prefetch-cmd"),
+            irq: alloc::boxed::Box::leak(alloc::boxed::Box::new(IrqCounters::default())),
+            irq_lines: IrqLines::default(),
+            sync_mode: SyncMode::Poll,
+            gerror_irq_bits: 0,
         };
         s.reset()?;
         Ok(s)
@@ -402,18 +424,23 @@ impl SmmuV3 {
         self.p0.gerrorn.set(self.p0.gerrorn.get() ^ super::regs::GERROR_CMDQ_ERR);
         self.stats.cmd_errors += 1;
         self.stats.gerrors += 1;
-        self.gerror_log.push("CMDQ_ERR");
+        self.log_gerror("CMDQ_ERR");
         Err(SmmuError::CommandError { err, cmd: RawCommand(raw) })
     }
 
     /// Submit `cmds` followed by one CMD_SYNC and wait until the SMMU consumed it.
     pub fn run(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
+        let by_irq = self.sync_by_irq();
         let mut batch: Vec<Command> = Vec::with_capacity(cmds.len() + 1);
         batch.extend_from_slice(cmds);
-        batch.push(Command::sync_none());
+        batch.push(if by_irq { SYNC_IRQ } else { Command::sync_none() });
+        let irqs_before = self.irq.sync.load(Ordering::SeqCst);
         self.submit(&batch)?;
         self.stats.syncs += 1;
         let target = self.cmdq.prod;
+        if by_irq {
+            return self.wait_sync_irq(target, irqs_before);
+        }
         let d = Deadline::after_ms(SYNC_TIMEOUT_MS);
         loop {
             let cons = self.p0.cmdq_cons.get();
@@ -479,7 +506,7 @@ impl SmmuV3 {
         let lost = (self.p0.gerror.get() ^ self.p0.gerrorn.get()) & GERROR_EVTQ_ABT_ERR;
         if lost != 0 {
             self.stats.evtq_overflows += 1;
-            self.gerror_log.push("EVTQ_ABT_ERR");
+            self.log_gerror("EVTQ_ABT_ERR");
             self.p0.gerrorn.set(self.p0.gerrorn.get() ^ lost);
         }
         while !ix.is_empty(prod, cons) {
@@ -518,13 +545,17 @@ impl SmmuV3 {
         let g = self.p0.gerror.get();
         let n = self.p0.gerrorn.get();
         let active = (g ^ n) & !super::regs::GERROR_CMDQ_ERR;
-        if active == 0 {
+        // Conditions the interrupt handler already acknowledged (and counted).
+        let by_irq = core::mem::take(&mut self.gerror_irq_bits);
+        if active == 0 && by_irq == 0 {
             return Vec::new();
         }
-        let names: Vec<&'static str> = gerror_bits(active).collect();
+        let names: Vec<&'static str> = gerror_bits(active | by_irq).collect();
         self.p0.gerrorn.set(n ^ active);
-        self.stats.gerrors += names.len() as u64;
-        self.gerror_log.extend(names.iter().copied());
+        self.stats.gerrors += u64::from(active.count_ones());
+        for n in &names {
+            self.log_gerror(n);
+        }
         names
     }
 }
@@ -540,6 +571,13 @@ fn consumed_all(ix: QueueIndex, cons: u32, target: u32) -> bool {
 unsafe impl Send for SmmuV3 {}
 
 impl SmmuV3 {
+    /// Remember a GERROR condition without allocating (interrupt context may call this).
+    fn log_gerror(&mut self, name: &'static str) {
+        if self.gerror_log.len() < GERROR_LOG {
+            self.gerror_log.push(name);
+        }
+    }
+
     /// Test hook: stop (or restart) command consumption by clearing CMDQEN, so a
     /// CMD_SYNC can be made to never complete. Restarting lets the SMMU consume
     /// whatever was queued meanwhile.
@@ -553,5 +591,153 @@ impl SmmuV3 {
     /// (PROD, CONS) of the command queue as the SMMU sees them now.
     pub fn cmdq_indices(&self) -> (u32, u32) {
         (self.p0.cmdq_prod.get(), self.p0.cmdq_cons.get() & !(0x7f << 24))
+    }
+}
+
+/// Interrupt counts the handlers keep without taking the registry lock (the code they
+/// interrupt may hold it); `stats` copies them under the lock.
+#[derive(Debug, Default)]
+pub struct IrqCounters {
+    pub evtq: AtomicU64,
+    pub gerror: AtomicU64,
+    pub sync: AtomicU64,
+}
+
+/// The SMMU's wired interrupt lines that have a handler. A line that is not here is
+/// polled: events by `drain_events`, errors by the command path and `handle_gerror`,
+/// CMD_SYNC by CMDQ_CONS.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IrqLines {
+    pub evtq: bool,
+    pub gerror: bool,
+    pub cmdq_sync: bool,
+}
+
+/// How `run` learns that its CMD_SYNC completed (`smmu.sync=poll|irq`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Poll CMDQ_CONS.
+    #[default]
+    Poll,
+    /// CMD_SYNC with CS=IRQ: wait for the `cmdq-sync` interrupt (then confirm CONS).
+    Irq,
+}
+
+/// CMD_SYNC completing with the wired `cmdq-sync` interrupt (MSIAddress 0: no MSI write).
+const SYNC_IRQ: Command = Command::Sync { cs: SyncCs::Irq, msh: 0, msiattr: 0, msidata: 0, msiaddr: 0 };
+
+impl SmmuV3 {
+    /// Enable the wired interrupts in `lines` in SMMU_IRQ_CTRL (IRQ_CTRLACK polled,
+    /// bounded). The caller has routed each line to a handler first. PRI is not used.
+    pub fn enable_irqs(&mut self, lines: IrqLines) -> Result<(), SmmuError> {
+        self.write_irq_ctrl(0)?;
+        if self.features.msi {
+            // Wired, not message-signalled: an MSI address of 0 writes nothing.
+            self.p0.eventq_irq_cfg0.set(0);
+            self.p0.gerror_irq_cfg0.set(0);
+        }
+        let mut v = 0;
+        if lines.evtq {
+            v |= IRQ_CTRL::EVENTQ_IRQEN::SET.value;
+        }
+        if lines.gerror {
+            v |= IRQ_CTRL::GERROR_IRQEN::SET.value;
+        }
+        self.write_irq_ctrl(v)?;
+        self.irq_lines = lines;
+        Ok(())
+    }
+
+    fn write_irq_ctrl(&self, val: u32) -> Result<(), SmmuError> {
+        self.p0.irq_ctrl.set(val);
+        let d = Deadline::after_ms(ACK_TIMEOUT_MS);
+        loop {
+            let got = self.p0.irq_ctrlack.get();
+            if got == val {
+                return Ok(());
+            }
+            if d.expired() {
+                return Err(SmmuError::AckTimeout { reg: "IRQ_CTRLACK", want: val, got });
+            }
+        }
+    }
+
+    /// SMMU_IRQ_CTRL as the SMMU acknowledged it.
+    pub fn irq_ctrl(&self) -> u32 {
+        self.p0.irq_ctrlack.get()
+    }
+
+    pub fn set_sync_mode(&mut self, m: SyncMode) {
+        self.sync_mode = m;
+    }
+
+    /// CMD_SYNC by interrupt only when asked, wired, and this CPU takes IRQs now
+    /// (bring-up runs before interrupts are on).
+    fn sync_by_irq(&self) -> bool {
+        self.sync_mode == SyncMode::Irq && self.irq_lines.cmdq_sync && !crate::arch::irqs_masked()
+    }
+
+    /// Wait (bounded by the CMD_SYNC timeout) for the `cmdq-sync` interrupt count to pass
+    /// `before`, then confirm CONS reached `target` (a late interrupt from an earlier,
+    /// timed-out CMD_SYNC must not complete this one).
+    fn wait_sync_irq(&mut self, target: u32, before: u64) -> Result<(), SmmuError> {
+        let d = Deadline::after_ms(SYNC_TIMEOUT_MS);
+        let mut seen = false;
+        loop {
+            if !seen && self.irq.sync.load(Ordering::SeqCst) != before {
+                seen = true;
+                self.stats.sync_irqs += 1;
+            }
+            if seen {
+                let cons = self.p0.cmdq_cons.get();
+                self.cmdq.cons = cons;
+                if consumed_all(self.cmdq.ix, cons, target) {
+                    return Ok(());
+                }
+            }
+            self.check_cmdq_error()?;
+            if d.expired() {
+                let cons = self.p0.cmdq_cons.get();
+                return Err(SmmuError::SyncTimeout { prod: target, cons });
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Event queue interrupt (called with the registry lock held, from the handler):
+    /// drain into `events`. Allocation-free while `events` stays within EVENT_LOG.
+    pub fn on_evtq_irq(&mut self) -> usize {
+        self.stats.evtq_irqs = self.irq.evtq.load(Ordering::SeqCst);
+        self.drain_events()
+    }
+
+    /// Global error interrupt: a lost event record is the event queue's business;
+    /// everything else except CMDQ_ERR (the command path owns it) is acknowledged now
+    /// and reported by the next `handle_gerror`. Allocation-free.
+    pub fn on_gerror_irq(&mut self) {
+        self.stats.gerror_irqs = self.irq.gerror.load(Ordering::SeqCst);
+        let active = self.p0.gerror.get() ^ self.p0.gerrorn.get();
+        if active & GERROR_EVTQ_ABT_ERR != 0 {
+            self.drain_events();
+        }
+        let n = self.p0.gerrorn.get();
+        let active = (self.p0.gerror.get() ^ n) & !super::regs::GERROR_CMDQ_ERR;
+        if active != 0 {
+            self.p0.gerrorn.set(n ^ active);
+            self.gerror_irq_bits |= active;
+            self.stats.gerrors += u64::from(active.count_ones());
+        }
+    }
+
+    /// (PROD, CONS) of the event queue as the SMMU sees them now.
+    pub fn evtq_indices(&self) -> (u32, u32) {
+        (self.p1.eventq_prod.get(), self.p1.eventq_cons.get())
+    }
+
+    /// `stats` with the interrupt counts brought up to date.
+    pub fn stats_now(&mut self) -> Stats {
+        self.stats.evtq_irqs = self.irq.evtq.load(Ordering::SeqCst);
+        self.stats.gerror_irqs = self.irq.gerror.load(Ordering::SeqCst);
+        self.stats
     }
 }

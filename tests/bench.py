@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""make bench: the host page-table benchmark and the in-QEMU benchmarks in one run;
+prints one table (metric, ours, peer, ratio) and writes build/bench.json.
+
+In QEMU: invalidation counts and DMA API latency (strict, lazy vs bypass in one boot),
+then virtio-blk throughput on a 64 MiB disk in translated-strict, translated-lazy and
+bypass boots (-m 2G -smp 2), whose seconds are compared with bypass."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import run  # noqa: E402
+
+BENCH_RE = re.compile(r"^BENCH (\{.*\})\s*$", re.M)
+
+
+def host_bench():
+    triple = run.host_triple()
+    cmd = ["cargo", "test", "--release", "--features", "std", "--target", triple, "--test", "bench_pgtable"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        print("host bench failed:\n" + p.stderr[-2000:])
+        return []
+    return [json.loads(m) for m in BENCH_RE.findall(p.stdout)]
+
+
+def qemu_bench(name, extra_args, bootargs, disk=None):
+    argv = run.base_args("qemu-virt")
+    argv = [a for a in argv]
+    argv[argv.index("-m") + 1] = "2G"
+    argv[argv.index("-smp") + 1] = "2"
+    if disk:
+        argv = [a.replace("file=build/disk.img", "file=" + disk) for a in argv]
+    else:
+        argv = [a.replace("file=build/disk.img", "file=" + run.DISK) for a in argv]
+        run.make_disk_image(run.DISK)
+    words = run.board_args("qemu-virt") + bootargs
+    argv += extra_args + ["-kernel", run.KERNEL, "-append", " ".join(words)]
+    log = os.path.join(run.LOGS, f"bench-{name}.log")
+    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    open(log, "w").write(p.stdout + p.stderr)
+    out = [json.loads(m) for m in BENCH_RE.findall(p.stdout)]
+    if p.returncode != 0 or not out:
+        print(f"bench boot {name} failed (exit {p.returncode}), see {log}")
+    return out
+
+
+def main():
+    os.makedirs(run.LOGS, exist_ok=True)
+    results = []
+    print("== host: page tables vs aarch64-paging ==", flush=True)
+    results += host_bench()
+    print("== QEMU: invalidation cost, DMA API latency ==", flush=True)
+    results += qemu_bench("counts", [], ["bench=1"])
+    disk = os.path.join(run.LOGS, "bench-disk.img")
+    run.make_disk_image(disk, 131072)  # 64 MiB
+    for mode, args in [("strict", []), ("lazy", ["iommu.strict=0"]), ("bypass", ["iommu.passthrough=1"])]:
+        print(f"== QEMU: virtio-blk 64 MiB read, {mode} ==", flush=True)
+        results += qemu_bench(f"virtio-{mode}", [], ["bench=virtio"] + args, disk)
+    # Throughput ratios to bypass.
+    by = {r["metric"]: r for r in results}
+    for tag in ["4k", "64k"]:
+        b = by.get(f"virtio_read_{tag}_seconds_bypass")
+        for mode in ["strict", "lazy"]:
+            r = by.get(f"virtio_read_{tag}_seconds_{mode}")
+            if b and r and r["ours"]:
+                r["peer"] = b["ours"]
+                r["peer_name"] = "bypass"
+                # Throughput relative to bypass: >1 would be faster than bypass.
+                r["ratio"] = b["ours"] / r["ours"]
+                r["ratio_is"] = "throughput vs bypass"
+    w = max(len(r["metric"]) for r in results) if results else 10
+    print(f"\n{'metric':<{w}}  {'ours':>14}  {'peer':>14}  {'ratio':>8}  unit")
+    for r in results:
+        peer = "" if r.get("peer") is None else f"{r['peer']:.3f}"
+        ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3f}"
+        print(f"{r['metric']:<{w}}  {r['ours']:>14.3f}  {peer:>14}  {ratio:>8}  {r.get('unit', '')}")
+    path = os.path.join(ROOT, "build", "bench.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {path} ({len(results)} metrics)")
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
