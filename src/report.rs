@@ -174,6 +174,14 @@ pub fn print(p: &Platform, args: &BootArgs) {
         };
         kprintln!("driver:   {} bound (DMA mask {:#x}): {}", d.dma.name, d.dma.mask, path);
     }
+    for d in crate::drivers::PLATFORM_MASTERS.lock().iter() {
+        let path = match crate::dma::path(d) {
+            crate::dma::Path::Direct => alloc::string::String::from("identity (bypass)"),
+            crate::dma::Path::Blocked => alloc::string::String::from("BLOCKED"),
+            crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}"),
+        };
+        kprintln!("master:   {} attached: {}", d.name, path);
+    }
     for e in crate::drivers::PROBE_ERRORS.lock().iter() {
         kprintln!("driver error: {e}");
     }

@@ -91,6 +91,25 @@ BOOTS = [
 """,
     },
     {
+        "name": "virt-platform-master",
+        "what": "a platform master with iommus = <&smmu 0x1234 0x1235> (DTB patched): attached from boot",
+        "bootargs": ["test=smmu::,leaks::", "expect.smmus=1"],
+        "dtb_overlay": """
+/ {
+    dma-test@0 {
+        compatible = "smmuv3-kernel,test-master";
+        iommus = <&{/smmuv3@9050000} 0x1234>, <&{/smmuv3@9050000} 0x1235>;
+    };
+};
+""",
+    },
+    {
+        "name": "virt-default-deny",
+        "what": "a third edu nobody attaches (edu.unbound=2), bus mastering on: its DMA goes nowhere",
+        "extra": ["-device", "edu,dma_mask=0xffffffffff"],
+        "bootargs": ["edu.unbound=2", "test=reliability::never,smmu::enabled,leaks::", "expect.smmus=1"],
+    },
+    {
         "name": "virt-el2",
         "what": "-kernel, entered at EL2 (virtualization=on), 2 CPUs (secondary also enters at EL2)",
         "smp": 2,

@@ -289,14 +289,29 @@ pub fn add_device_with_maps(
     coherent: bool,
     direct: &[(u64, u64)],
 ) -> Result<DmaDevice, DmaError> {
+    let Some((ph, sid)) = stream else { return add_device_sids(name, None, &[], mask, coherent, direct) };
+    // Its SMMU absent or not in use (disabled in the DT): direct DMA.
+    add_device_sids(name, registry::by_phandle(ph), &[sid], mask, coherent, direct)
+}
+
+/// Register a device with all its StreamIDs on SMMU `smmu` (None: no SMMU, direct
+/// path): a master in a default domain (`iommu.passthrough`), firmware direct maps
+/// installed before its STEs go live. Platform masters (DT `iommus`) come this way.
+pub fn add_device_sids(
+    name: &str,
+    smmu: Option<usize>,
+    sids: &[u32],
+    mask: u64,
+    coherent: bool,
+    direct: &[(u64, u64)],
+) -> Result<DmaDevice, DmaError> {
     let mut dev = DmaDevice { name: name.into(), mask, master: None, coherent, direct_maps: direct.to_vec() };
-    let Some((ph, sid)) = stream else { return Ok(dev) };
-    let Some(smmu) = registry::by_phandle(ph) else {
-        // Its SMMU is absent or not in use (disabled in the DT): direct DMA.
+    let Some(smmu) = smmu else { return Ok(dev) };
+    if sids.is_empty() {
         return Ok(dev);
-    };
+    }
     let mut io = IOMMU.lock();
-    let m = io.add_master(name, smmu, &[sid], None)?;
+    let m = io.add_master(name, smmu, sids, None)?;
     let ty = if PASSTHROUGH.load(Ordering::SeqCst) { DomainType::Identity } else { DomainType::Dma };
     let did = io.domain_alloc(smmu, ty, Stage::S1)?;
     // Direct maps go in before the STE points at the domain: no window without them.

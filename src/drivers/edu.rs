@@ -121,3 +121,7 @@ impl DmaEngine for Edu {
         self.run(BUF_ADDR + offset as u64, dma_addr, len, true)
     }
 }
+
+// SAFETY: an Edu owns its device's registers; every holder keeps it behind a mutex
+// (EDUS, UNBOUND_EDUS), so moving it between CPUs is sound.
+unsafe impl Send for Edu {}

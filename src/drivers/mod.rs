@@ -61,8 +61,16 @@ unsafe impl Send for EduDev {}
 
 pub static EDUS: Mutex<Vec<EduDev>> = Mutex::new(Vec::new());
 
+/// edus left unregistered on purpose (`edu.unbound=N`), with their PCI function.
+pub static UNBOUND_EDUS: Mutex<Vec<(edu::Edu, Function)>> = Mutex::new(Vec::new());
+
 /// virtio-blk devices bound at boot (rings and buffers through the DMA API).
 pub static VIRTIO_BLKS: Mutex<Vec<virtio_blk::VirtioBlk>> = Mutex::new(Vec::new());
+
+/// Platform masters (DT `iommus`) behind a probed SMMU, registered with the DMA API
+/// so their StreamIDs sit in a default domain from boot. No driver binds them yet:
+/// a board's DMA engine implements `DmaEngine` over its `DmaDevice`.
+pub static PLATFORM_MASTERS: Mutex<Vec<DmaDevice>> = Mutex::new(Vec::new());
 
 /// Problems met while binding drivers (reported, never fatal).
 pub static PROBE_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -70,6 +78,26 @@ pub static PROBE_ERRORS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Enumerate every PCI host, bind drivers to what they know, register each DMA
 /// master with the DMA API (default domain per `iommu.passthrough`).
 pub fn probe_all(p: &Platform, args: &BootArgs) {
+    attach_platform_masters(p);
+    probe_pci(p, args);
+}
+
+fn attach_platform_masters(p: &Platform) {
+    for m in p.masters.iter().filter(|m| m.enabled) {
+        let smmu = crate::iommu::registry::REGISTRY.lock().smmus.iter().position(|e| e.node == m.smmu);
+        if smmu.is_none() {
+            // Its SMMU is disabled or absent: the device DMAs untranslated.
+            continue;
+        }
+        let coherent = p.smmus.iter().find(|s| s.node == m.smmu).is_some_and(|s| s.coherent);
+        match dma::add_device_sids(&m.node, smmu, &m.stream_ids, u64::MAX, coherent, &p.direct_maps_for(&m.node)) {
+            Ok(d) => PLATFORM_MASTERS.lock().push(d),
+            Err(e) => PROBE_ERRORS.lock().push(alloc::format!("{}: {e}", m.node)),
+        }
+    }
+}
+
+fn probe_pci(p: &Platform, args: &BootArgs) {
     let bits = match args.number("edu.dma_bits") {
         Ok(Some(b)) if (12..=64).contains(&b) => b as u32,
         Ok(None) => 28,
@@ -79,6 +107,7 @@ pub fn probe_all(p: &Platform, args: &BootArgs) {
         }
     };
     let mask = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+    let mut edu_index = 0usize;
     for (i, h) in p.pci_hosts.iter().enumerate() {
         let (funcs, errors) = pci::enumerate(i, h);
         pci::FUNCTIONS.lock().extend(funcs.iter().cloned());
@@ -109,6 +138,16 @@ pub fn probe_all(p: &Platform, args: &BootArgs) {
                     continue;
                 }
             };
+            // Test hook `edu.unbound=N`: the N-th edu is never registered with the DMA
+            // API (its StreamID keeps the abort STE of an unknown device) yet is let
+            // loose with bus mastering on, to show default deny.
+            if args.number("edu.unbound").ok().flatten() == Some(edu_index as u64) {
+                edu_index += 1;
+                pci::set_bus_master(&ecam, &f, true);
+                UNBOUND_EDUS.lock().push((e, f));
+                continue;
+            }
+            edu_index += 1;
             let direct = p.pci_device_node(i, f.rid).map(|n| p.direct_maps_for(n)).unwrap_or_default();
             let d = match dma::add_device_with_maps(&name, f.stream, mask, h.coherent, &direct) {
                 Ok(d) => d,

@@ -17,6 +17,9 @@ const QEMU_NOSMMU: &[u8] = include_bytes!("../../tests/dt/qemu-virt-nosmmu.dtb")
 const QEMU_EL2: &[u8] = include_bytes!("../../tests/dt/qemu-virt-el2.dtb");
 const NESTED: &[u8] = include_bytes!("../../tests/dt/smmu-nested.dtb");
 const MALFORMED: &[u8] = include_bytes!("../../tests/dt/malformed.dtb");
+const ROCK5B: &[u8] = include_bytes!("../../tests/dt/boards/rk3588-rock-5b.dtb");
+const IMX95: &[u8] = include_bytes!("../../tests/dt/boards/imx95-19x19-evk.dtb");
+const D05: &[u8] = include_bytes!("../../tests/dt/boards/hip07-d05.dtb");
 const QEMU_SMMUV3_JSON: &str = include_str!("../../tests/dt/qemu-virt-smmuv3.json");
 const NESTED_JSON: &str = include_str!("../../tests/dt/smmu-nested.json");
 
@@ -418,7 +421,8 @@ impl XorShift {
 /// Mutates 1-8 random bytes of the fixtures `iterations` times; returns how many
 /// mutated blobs still described successfully.
 fn mutate_and_describe(iterations: usize, seed: u64) -> usize {
-    let fixtures: [&[u8]; 4] = [QEMU_SMMUV3, NESTED, MALFORMED, QEMU_EL2];
+    // QEMU's and real boards' DTBs (4-cell GIC, mbigen, nested buses), plus our own.
+    let fixtures: [&[u8]; 7] = [QEMU_SMMUV3, NESTED, MALFORMED, QEMU_EL2, ROCK5B, IMX95, D05];
     let mut rng = XorShift(seed);
     let mut ok = 0;
     for i in 0..iterations {
@@ -442,9 +446,9 @@ fn mutate_and_describe(iterations: usize, seed: u64) -> usize {
 /// returns must be reportable.
 #[test]
 fn mutated_fixtures_never_panic() {
-    let ok = mutate_and_describe(2000, 0x9e37_79b9_7f4a_7c15);
+    let ok = mutate_and_describe(3500, 0x9e37_79b9_7f4a_7c15);
     // Most corruptions of a property value only hurt one node, so many blobs still parse.
-    assert!(ok > 200, "only {ok} mutated blobs parsed");
+    assert!(ok > 350, "only {ok} mutated blobs parsed");
 }
 
 /// The same with many more iterations: `cargo test --release -- --ignored`.
@@ -489,4 +493,20 @@ fn cpus_by_mpidr() {
     assert_eq!(d05.cpus.len(), 64);
     assert_eq!(d05.cpus[0], 0x10000);
     assert_eq!(d05.cpus[4], 0x10100);
+}
+
+/// Structured damage to a real board DTB: truncation at every 997th byte, the
+/// header's size fields set absurdly, the struct block cut short. Errors, no panic.
+#[test]
+fn real_dtbs_truncated_and_absurd() {
+    for blob in [ROCK5B, IMX95, D05] {
+        for cut in (0..blob.len()).step_by(997) {
+            let _ = describe(&blob[..cut]);
+        }
+        for field in [4usize, 8, 12, 16, 32, 36] {
+            let mut b = blob.to_vec();
+            b[field..field + 4].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+            assert!(describe(&b).is_err() || field >= 32, "absurd header field at {field} accepted");
+        }
+    }
 }

@@ -20,6 +20,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "reliability", name: "sync_timeout_is_an_error", run: sync_timeout },
     Test { suite: "reliability", name: "iova_exhaustion_is_an_error", run: iova_exhaustion },
     Test { suite: "reliability", name: "misuse_typed_errors", run: misuse },
+    Test { suite: "reliability", name: "never_attached_cannot_dma", run: never_attached },
 ];
 
 /// More faulting accesses than the event queue holds: the overflow is detected and
@@ -186,4 +187,54 @@ fn misuse(_: &Ctx) -> Outcome {
         ensure!(matches!(d, Err(DmaError::NotMapped { .. })), "double unmap gave {d:?}");
     }
     Outcome::Pass
+}
+
+/// Default deny: a device no driver ever attached (`edu.unbound=N`), bus mastering
+/// on, aims at physical RAM and at low addresses: nothing is read, nothing written.
+fn never_attached(_: &Ctx) -> Outcome {
+    let mut unbound = crate::drivers::UNBOUND_EDUS.lock();
+    if unbound.is_empty() {
+        return Outcome::Skip("no unbound device (boot with edu.unbound=N)".into());
+    }
+    if registry::count() == 0 {
+        return Outcome::Skip("no SMMU: nothing denies".into());
+    }
+    let (Some(secret), Some(target)) = (frames::alloc_zeroed(1), frames::alloc_zeroed(1)) else {
+        return Outcome::Fail("no memory".into());
+    };
+    // SAFETY: both pages were just allocated to this test.
+    let (s, t) = unsafe {
+        (
+            core::slice::from_raw_parts_mut(secret as *mut u8, 4096),
+            core::slice::from_raw_parts_mut(target as *mut u8, 4096),
+        )
+    };
+    for (i, b) in s.iter_mut().enumerate() {
+        *b = (i as u8) ^ 0x3c;
+    }
+    t.fill(0x11);
+    let mut result = Outcome::Pass;
+    for (e, f) in unbound.iter_mut() {
+        let sid = f.stream.map(|x| x.1);
+        let ste = sid.and_then(|sid| registry::with_smmu(0, |d| d.read_ste(sid).ok()).flatten());
+        let r = e.read_mem(secret, 0, 4096).and(e.write_mem(target, 0, 4096)).and(e.write_mem(0x1000, 0, 64));
+        if let Err(x) = r {
+            result = Outcome::Fail(format!("DMA: {x}"));
+            break;
+        }
+        if t.iter().any(|&b| b != 0x11) {
+            result = Outcome::Fail(format!("never-attached device (SID {sid:x?}, STE {ste:x?}) wrote RAM"));
+            break;
+        }
+        if let Some(ste) = ste
+            && ste[0] & 0xf != 1
+        {
+            result = Outcome::Fail(format!("SID {sid:x?}: STE {:#x} is not the abort STE", ste[0]));
+            break;
+        }
+    }
+    let _ = registry::with_smmu(0, |d| d.take_events());
+    frames::free(secret, 1);
+    frames::free(target, 1);
+    result
 }

@@ -18,6 +18,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "smmu", name: "illegal_command", run: illegal_command },
     Test { suite: "smmu", name: "ste_update", run: ste_update },
     Test { suite: "smmu", name: "disabled_in_dt", run: disabled_in_dt },
+    Test { suite: "smmu", name: "platform_masters_attached", run: platform_masters_attached },
 ];
 
 fn need_smmu(c: &Ctx) -> Option<Outcome> {
@@ -203,5 +204,37 @@ fn disabled_in_dt(c: &Ctx) -> Outcome {
             );
         }
     }
+    Outcome::Pass
+}
+
+/// Every enabled DT master (`iommus`) on a probed SMMU is in a default domain from
+/// boot: each of its StreamIDs has a valid STE that translates (or bypasses with
+/// iommu.passthrough=1), not the abort STE of an unknown device.
+fn platform_masters_attached(c: &Ctx) -> Outcome {
+    let masters: alloc::vec::Vec<&crate::dt::Master> = c.platform.masters.iter().filter(|m| m.enabled).collect();
+    if masters.is_empty() {
+        return Outcome::Skip("no platform masters in this DT".into());
+    }
+    let attached = crate::drivers::PLATFORM_MASTERS.lock().len();
+    let mut reg = REGISTRY.lock();
+    let mut checked = 0;
+    for m in masters {
+        let Some(e) = reg.smmus.iter_mut().find(|e| e.node == m.smmu) else { continue };
+        for &sid in &m.stream_ids {
+            let ste = match e.dev.read_ste(sid) {
+                Ok(s) => s,
+                Err(x) => return Outcome::Fail(alloc::format!("{}: SID {sid:#x}: {x}", m.node)),
+            };
+            let config = (ste[0] >> 1) & 7;
+            let want = if crate::dma::passthrough() { 0b100 } else { 0b101 };
+            ensure!(
+                ste[0] & 1 == 1 && config == want,
+                "{} SID {sid:#x}: STE config {config:#05b}, expected {want:#05b}",
+                m.node
+            );
+            checked += 1;
+        }
+    }
+    ensure!(checked > 0 && attached > 0, "no master behind a probed SMMU was attached");
     Outcome::Pass
 }
