@@ -358,7 +358,7 @@ fn fault_permission(_: &Ctx) -> Outcome {
 }
 
 /// Attach the device's group to a new domain of `ty`, run `f`, then put it back.
-fn in_domain(
+pub(super) fn in_domain(
     e: &mut EduDev,
     ty: DomainType,
     stage: Stage,

@@ -2,6 +2,7 @@
 //! name (events drained by interrupt, GERROR, CMD_SYNC completion), LPIs through the
 //! ITS, and edu MSIs remapped through the SMMU (translated, bypass, direct, faulting).
 
+use super::dma::in_domain;
 use super::{Ctx, Test};
 use crate::arch::timer::Deadline;
 use crate::bus::msi::{self, Msi};
@@ -177,29 +178,6 @@ fn with_edu(i: usize, f: impl FnOnce(&mut EduDev) -> Outcome) -> Outcome {
     }
 }
 
-/// Attach the device to a new domain of `ty` for `f`, then back to its own (and free).
-fn in_domain(e: &mut EduDev, ty: DomainType, f: impl FnOnce(&mut EduDev, DomainId) -> Outcome) -> Outcome {
-    let Some(m) = e.dma.master else { return Outcome::Skip("device is not behind an SMMU".into()) };
-    let (smmu, old) = {
-        let io = IOMMU.lock();
-        (io.masters[m].smmu, io.domain_of(m))
-    };
-    let did = tri!(IOMMU.lock().domain_alloc(smmu, ty, Stage::S1), "domain_alloc");
-    if let Err(x) = IOMMU.lock().attach(m, did) {
-        return Outcome::Fail(format!("attach: {x}"));
-    }
-    let r = f(e, did);
-    if let Some(old) = old
-        && let Err(x) = IOMMU.lock().attach(m, old)
-    {
-        return Outcome::Fail(format!("re-attach to the default domain: {x}"));
-    }
-    if let Err(x) = IOMMU.lock().domain_free(did) {
-        return Outcome::Fail(format!("domain_free: {x}"));
-    }
-    r
-}
-
 /// The device translated by a DMA domain: its default one, or one attached for `f`.
 fn translated(e: &mut EduDev, f: impl FnOnce(&mut EduDev, DomainId) -> Outcome) -> Outcome {
     if e.dma.master.is_none() {
@@ -207,7 +185,7 @@ fn translated(e: &mut EduDev, f: impl FnOnce(&mut EduDev, DomainId) -> Outcome) 
     }
     match dma::path(&e.dma) {
         Path::Iommu(did) => f(e, did),
-        _ => in_domain(e, DomainType::Dma, f),
+        _ => in_domain(e, DomainType::Dma, Stage::S1, f),
     }
 }
 
@@ -546,7 +524,7 @@ fn edu_msi_bypass(c: &Ctx) -> Outcome {
     if let Some(o) = need_its(c) {
         return o;
     }
-    with_edu(0, |e| in_domain(e, DomainType::Identity, |e, _| msi_once(c, e, physical_doorbell)))
+    with_edu(0, |e| in_domain(e, DomainType::Identity, Stage::S1, |e, _| msi_once(c, e, physical_doorbell)))
 }
 
 /// No SMMU (or pass-through default domains): the direct path, physical doorbell.

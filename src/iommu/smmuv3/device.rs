@@ -244,16 +244,7 @@ impl SmmuV3 {
 
     fn write_cr0(&self, val: u32) -> Result<(), SmmuError> {
         self.p0.cr0.set(val);
-        let d = Deadline::after_ms(ACK_TIMEOUT_MS);
-        loop {
-            let got = self.p0.cr0ack.get();
-            if got == val {
-                return Ok(());
-            }
-            if d.expired() {
-                return Err(SmmuError::AckTimeout { reg: "CR0ACK", want: val, got });
-            }
-        }
+        acked("CR0ACK", val, || self.p0.cr0ack.get())
     }
 
     fn update_gbpa(&self, abort: bool) -> Result<(), SmmuError> {
@@ -560,6 +551,20 @@ impl SmmuV3 {
     }
 }
 
+/// Wait (bounded) until an acknowledge register reads `want`.
+fn acked(reg: &'static str, want: u32, read: impl Fn() -> u32) -> Result<(), SmmuError> {
+    let d = Deadline::after_ms(ACK_TIMEOUT_MS);
+    loop {
+        let got = read();
+        if got == want {
+            return Ok(());
+        }
+        if d.expired() {
+            return Err(SmmuError::AckTimeout { reg, want, got });
+        }
+    }
+}
+
 /// Has CONS reached `target` (the PROD value right after our CMD_SYNC)? CONS never
 /// passes PROD and never lags a full lap, so a different wrap bit means "not yet".
 fn consumed_all(ix: QueueIndex, cons: u32, target: u32) -> bool {
@@ -650,16 +655,7 @@ impl SmmuV3 {
 
     fn write_irq_ctrl(&self, val: u32) -> Result<(), SmmuError> {
         self.p0.irq_ctrl.set(val);
-        let d = Deadline::after_ms(ACK_TIMEOUT_MS);
-        loop {
-            let got = self.p0.irq_ctrlack.get();
-            if got == val {
-                return Ok(());
-            }
-            if d.expired() {
-                return Err(SmmuError::AckTimeout { reg: "IRQ_CTRLACK", want: val, got });
-            }
-        }
+        acked("IRQ_CTRLACK", val, || self.p0.irq_ctrlack.get())
     }
 
     /// SMMU_IRQ_CTRL as the SMMU acknowledged it.
