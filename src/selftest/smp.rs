@@ -91,6 +91,8 @@ fn parallel_map_unmap_dma(_: &Ctx) -> Outcome {
         return Outcome::Skip("no secondary CPU online".into());
     }
     let mut edus = EDUS.lock();
+    // The second engine (if any) goes to CPU 1 for the duration: both CPUs run DMA.
+    let theirs_edu = if edus.len() >= 2 { Some(edus.remove(1)) } else { None };
     let Some(e) = edus.first_mut() else { return Outcome::Skip("no edu".into()) };
     if !matches!(dma::path(&e.dma), Path::Iommu(_)) {
         return Outcome::Skip("device not translated".into());
@@ -103,14 +105,28 @@ fn parallel_map_unmap_dma(_: &Ctx) -> Outcome {
     let (dev, p2, e2) = (e.dma.clone(), pages.clone(), errors.clone());
     let first_err: Arc<spin::Mutex<Option<alloc::string::String>>> = Arc::new(spin::Mutex::new(None));
     let f2 = first_err.clone();
+    let back: Arc<spin::Mutex<Option<crate::drivers::EduDev>>> = Arc::new(spin::Mutex::new(None));
+    let (b2, their_dmas) = (back.clone(), Arc::new(AtomicU64::new(0)));
+    let d2 = their_dmas.clone();
     let ticket = match smp::run_on(
         1,
         Box::new(move || {
-            let (n, first) = hammer(&dev, &p2, ROUNDS);
-            e2.fetch_add(n, Ordering::SeqCst);
-            if let Some(m) = first {
-                *f2.lock() = Some(m);
+            let mut mine = theirs_edu;
+            for _ in 0..6 {
+                let (n, first) = hammer(&dev, &p2, ROUNDS / 6);
+                e2.fetch_add(n, Ordering::SeqCst);
+                if let Some(m) = first {
+                    *f2.lock() = Some(format!("CPU 1: {m}"));
+                }
+                if let Some(e1) = mine.as_mut() {
+                    if let Outcome::Fail(m) = copy_and_check(e1, 4096) {
+                        e2.fetch_add(1, Ordering::SeqCst);
+                        *f2.lock() = Some(format!("CPU 1 DMA: {m}"));
+                    }
+                    d2.fetch_add(1, Ordering::SeqCst);
+                }
             }
+            *b2.lock() = mine;
         }),
     ) {
         Ok(t) => t,
@@ -133,10 +149,14 @@ fn parallel_map_unmap_dma(_: &Ctx) -> Outcome {
     if let Err(x) = smp::wait(1, ticket, 60_000) {
         return Outcome::Fail(format!("{x} (deadlock?)"));
     }
+    if let Some(e1) = back.lock().take() {
+        edus.insert(1, e1);
+    }
     let theirs = errors.load(Ordering::SeqCst);
     crate::kprintln!(
-        "smp: {} map+unmap rounds on 2 CPUs in one domain, {dma_rounds} DMA checks, errors {mine}+{theirs}",
-        ROUNDS * 2
+        "smp: {} map+unmap rounds on 2 CPUs in one domain, DMA checks {dma_rounds} on CPU 0 + {} on CPU 1, errors {mine}+{theirs}",
+        ROUNDS + 6 * (ROUNDS / 6),
+        their_dmas.load(Ordering::SeqCst)
     );
     ensure!(mine + theirs == 0, "{} errors, first: {:?}", mine + theirs, first_err.lock().clone());
     drop(bufs);
