@@ -126,8 +126,27 @@ def check_board_images(t, root):
             t.ok(name)
 
 
+def check_lints(t, root, triple):
+    """cargo fmt and clippy -D warnings for both targets, as the style guide asks."""
+    checks = [
+        ("host::fmt", ["cargo", "fmt", "--check"]),
+        ("host::clippy_kernel", ["cargo", "clippy", "-q", "--features", "kernel", "--bins", "--lib", "--",
+                                 "-D", "warnings"]),
+        ("host::clippy_host", ["cargo", "clippy", "-q", "--features", "std", "--target", triple, "--lib", "--bins",
+                               "--tests", "--", "-D", "warnings"]),
+    ]
+    for name, cmd in checks:
+        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
+        if p.returncode == 0:
+            t.ok(name)
+        else:
+            first = (p.stdout + p.stderr).strip().splitlines()[:6]
+            t.fail(name, " | ".join(first))
+
+
 def run(t, root, triple):
     print("== host checks ==", flush=True)
+    check_lints(t, root, triple)
     check_image(t, root)
     check_dt_reports(t, root, triple)
     check_board_images(t, root)
