@@ -5,7 +5,7 @@
 //! The device's DMA mask is honoured on both paths.
 
 use crate::arch::cache;
-use crate::iommu::domain::{DomainType, IOMMU, IommuError, MasterId, Stage};
+use crate::iommu::domain::{DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
 use crate::iommu::io_pgtable::Prot;
 use crate::iommu::registry;
 use crate::mm::{PAGE_SIZE, frames};
@@ -99,7 +99,12 @@ pub enum Path {
 
 pub fn path(dev: &DmaDevice) -> Path {
     let Some(m) = dev.master else { return Path::Direct };
-    let mut io = IOMMU.lock();
+    path_locked(&mut IOMMU.lock(), m)
+}
+
+/// `path` of master `m`, the IOMMU layer locked by the caller (map/unmap decide and act
+/// under one lock: cheaper, and no attach can slip in between).
+fn path_locked(io: &mut Iommu, m: MasterId) -> Path {
     let Some(did) = io.domain_of(m) else { return Path::Blocked };
     match io.domain(did).map(|d| d.ty) {
         Ok(DomainType::Identity) => Path::Direct,
@@ -125,8 +130,13 @@ fn sync_for_device(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) {
     }
 }
 
+/// `sync_for_cpu` has something to do.
+fn needs_sync_for_cpu(dev: &DmaDevice, dir: Direction) -> bool {
+    !dev.coherent && dir != Direction::ToDevice
+}
+
 fn sync_for_cpu(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) {
-    if !dev.coherent && dir != Direction::ToDevice {
+    if needs_sync_for_cpu(dev, dir) {
         cache::invalidate(pa as usize, len);
     }
 }
@@ -138,17 +148,23 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
         return Err(DmaError::ZeroSize);
     }
     sync_for_device(dev, pa, len, dir);
-    match path(dev) {
+    // The direct path: DMA address == physical address, within the mask.
+    let direct = || {
+        let end = pa.checked_add(len as u64 - 1).ok_or(DmaError::BeyondMask { addr: pa, len, mask: dev.mask })?;
+        if end > dev.mask {
+            return Err(DmaError::BeyondMask { addr: pa, len, mask: dev.mask });
+        }
+        Ok(pa)
+    };
+    let Some(m) = dev.master else { return direct() };
+    let mut io = IOMMU.lock();
+    match path_locked(&mut io, m) {
         Path::Blocked => Err(DmaError::Blocked),
         Path::Direct => {
-            let end = pa.checked_add(len as u64 - 1).ok_or(DmaError::BeyondMask { addr: pa, len, mask: dev.mask })?;
-            if end > dev.mask {
-                return Err(DmaError::BeyondMask { addr: pa, len, mask: dev.mask });
-            }
-            Ok(pa)
+            drop(io);
+            direct()
         }
         Path::Iommu(did) => {
-            let mut io = IOMMU.lock();
             // Mappings are whole granules of the domain (4K, 16K or 64K).
             let g = io.domain(did)?.granule.size();
             let off = pa & (g - 1);
@@ -176,24 +192,35 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
     if len == 0 {
         return Err(DmaError::ZeroSize);
     }
-    match path(dev) {
+    let Some(m) = dev.master else {
+        sync_for_cpu(dev, dma, len, dir);
+        return Ok(());
+    };
+    let mut io = IOMMU.lock();
+    match path_locked(&mut io, m) {
         Path::Blocked => Err(DmaError::Blocked),
         Path::Direct => {
+            drop(io);
             sync_for_cpu(dev, dma, len, dir);
             Ok(())
         }
         Path::Iommu(did) => {
-            let mut io = IOMMU.lock();
             let (start, size) = {
                 let d = io.domain(did)?;
                 let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
                 a.find(dma).ok_or(DmaError::NotMapped { dma })?
             };
             // In lazy mode an IOVA waiting for its flush still "exists": refuse a second unmap.
-            if io.domain(did)?.lazy_iovas.contains(&start) {
+            // Such an IOVA is exactly one allocated but no longer mapped (map_single maps
+            // every allocation at once), which one table walk tells, unlike a scan of the
+            // up to LAZY_BATCH pending IOVAs.
+            if !io.domain(did)?.lazy_iovas.is_empty() && io.iova_to_phys(did, start).is_none() {
                 return Err(DmaError::NotMapped { dma });
             }
-            if let Some(pa) = io.iova_to_phys(did, dma) {
+            // The table walk is only worth it when there is cache maintenance to do.
+            if needs_sync_for_cpu(dev, dir)
+                && let Some(pa) = io.iova_to_phys(did, dma)
+            {
                 sync_for_cpu(dev, pa, len, dir);
             }
             if strict() {

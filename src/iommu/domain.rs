@@ -353,6 +353,12 @@ impl Iommu {
             }
         }
         if ty == DomainType::Dma {
+            // The DMA API maps and unmaps single buffers all the time: keep the tables that
+            // empty out (as Linux does) so the next map nearby allocates and zeroes none;
+            // `trim_tables` gives them back.
+            if let Some(p) = d.pgt.as_mut() {
+                p.set_retain_empty_tables(true);
+            }
             let g = granule.size();
             let mut a = IovaAllocator::new(g, (1u64 << DMA_IAS) - 1, g)?;
             // The MSI doorbell window (super::msi): never handed out for buffers.
@@ -400,6 +406,36 @@ impl Iommu {
             )
             .map_err(cfg_err)?,
         })
+    }
+
+    /// Give back the empty page tables a domain retained (see `set_retain_empty_tables`):
+    /// unlink them, invalidate (walk caches included) and free them. Returns how many.
+    /// Lazy unmaps still queued are flushed first (their gather may hold tables too).
+    pub fn trim_tables(&mut self, did: DomainId) -> Result<usize, IommuError> {
+        self.flush_lazy(did)?;
+        let d = self.domain(did)?;
+        let (asid, vmid, smmu, stage) = (d.asid, d.vmid, d.smmu, d.stage);
+        let mut n = 0;
+        for s2 in [false, true] {
+            let d = self.domain(did)?;
+            let Some(pgt) = (if s2 { d.s2.as_mut() } else { d.pgt.as_mut() }) else { continue };
+            let mut g = Gather::new();
+            n += pgt.trim(&mut g)?;
+            if !g.needs_complete() {
+                continue;
+            }
+            let table_stage = if s2 || stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
+            let nested = stage == Stage::Nested;
+            let r = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid))
+                .ok_or(IommuError::NoSuchSmmu(smmu));
+            // Free only after a completed invalidation; otherwise leak rather than let a
+            // stale walk-cache entry point into reused memory.
+            if matches!(r, Ok(Ok(()))) {
+                pgt.complete(&mut g)?;
+            }
+            r??;
+        }
+        Ok(n)
     }
 
     /// Free a domain nothing is attached to: flush its lazy unmaps, invalidate its

@@ -20,6 +20,13 @@
 //! * Live-entry counts of every non-root table live in IGNORED bits of the table descriptor
 //!   that points to it (see `desc::table_count`), so a table that becomes empty is detected in
 //!   O(1) and freed (deferred, see below).
+//! * Retained tables ([`IoPageTable::set_retain_empty_tables`], for DMA domains): a table that
+//!   becomes empty through unmaps of parts of it stays linked (count 0), as Linux's
+//!   io-pgtable-arm keeps them, so mapping a page there again allocates, zeroes and cleans
+//!   nothing. An unmap covering a whole table entry still detaches (and frees) the table;
+//!   [`IoPageTable::trim`] unlinks every empty table. A block mapped where an empty table is
+//!   retained is mapped as next-level entries inside that table (replacing the table by a
+//!   block would need a walk-cache invalidation first).
 //!
 //! ## Atomicity
 //! `map` first walks the range read-only (refusing `AlreadyMapped` before anything changes),
@@ -47,7 +54,9 @@
 //!
 //! ## Unmap of holes
 //! Holes inside the range are skipped; `unmap` returns the number of bytes that were mapped.
-//! If nothing at all was mapped it returns `Err(NotMapped { iova })` and touches nothing.
+//! If nothing at all was mapped it returns `Err(NotMapped { iova })` and touches nothing;
+//! only with retained tables, a range whose whole-entry tables held nothing but empty tables
+//! detaches them and returns `Ok(0)` (the gather then needs its invalidation and `complete`).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod desc;
@@ -93,6 +102,8 @@ pub struct IoPageTable<M: TableMemory> {
     live: usize,
     /// Splits waiting for `complete`.
     pending_splits: usize,
+    /// Keep tables that become empty linked (see the module docs).
+    retain: bool,
 }
 
 // SAFETY: the raw pointers refer to table memory owned exclusively by this value; it is
@@ -115,7 +126,20 @@ impl<M: TableMemory> IoPageTable<M> {
         if !cfg.coherent_walk {
             mem.sync_for_device(va, bytes);
         }
-        Ok(IoPageTable { cfg, geo, mem, root_pa: pa, root_va: va, live: 0, pending_splits: 0 })
+        Ok(IoPageTable { cfg, geo, mem, root_pa: pa, root_va: va, live: 0, pending_splits: 0, retain: false })
+    }
+
+    /// Keep (true) or free (false, the default) tables that become empty through unmaps of
+    /// parts of them. Retaining makes remapping near a recent mapping cheap (DMA domains map
+    /// and unmap single pages all the time); [`trim`](Self::trim) gives the memory back.
+    /// Turning it off does not free tables already retained: call `trim`.
+    pub fn set_retain_empty_tables(&mut self, on: bool) {
+        self.retain = on;
+    }
+
+    /// Tables that become empty are kept (see [`set_retain_empty_tables`](Self::set_retain_empty_tables)).
+    pub fn retains_empty_tables(&self) -> bool {
+        self.retain
     }
 
     /// The configuration.
@@ -315,6 +339,7 @@ impl<M: TableMemory> IoPageTable<M> {
         let need = if aligned { 0 } else { self.split_check(level, t, iova, end) };
         let mut stash = if need == 0 { Stash { head: 0, len: 0 } } else { self.stash_fill(need)? };
         let was_bound = gather.owner.is_some();
+        let deferred_before = gather.deferred_len;
         gather.owner = Some(self.id());
         gather.granule = self.geo.page;
         let mut bytes = 0;
@@ -336,7 +361,7 @@ impl<M: TableMemory> IoPageTable<M> {
             }
             let d = pt.get(pidx);
             let left = table_count(d).saturating_sub(removed);
-            if left == 0 {
+            if left == 0 && !self.retain {
                 pt.set(pidx, 0);
                 self.sync(pt, pidx, 1);
                 self.defer(gather, d & ADDR_MASK, child);
@@ -352,7 +377,8 @@ impl<M: TableMemory> IoPageTable<M> {
         debug_assert_eq!(stash.len, 0, "split pre-count was not exact");
         self.stash_drain(&mut stash);
         r?;
-        if bytes == 0 {
+        // Only retained empty tables can be detached while nothing was mapped (module docs).
+        if bytes == 0 && gather.deferred_len == deferred_before {
             if !was_bound {
                 gather.reset();
             }
@@ -393,6 +419,63 @@ impl<M: TableMemory> IoPageTable<M> {
         }
         gather.reset();
         Ok(())
+    }
+
+    /// Unlink every empty table (possible only with retained tables), bottom-up, so a table
+    /// whose entries were all empty tables goes too. Like `unmap`, the unlinked tables wait in
+    /// `gather` (range of the tables, not leaf-only) for the invalidation and `complete`.
+    /// Returns the number of tables queued; 0 leaves an unbound gather untouched.
+    pub fn trim(&mut self, gather: &mut Gather) -> Result<usize, PgtError> {
+        if gather.owner.is_some_and(|o| o != self.id()) {
+            return Err(PgtError::ForeignGather);
+        }
+        let was_bound = gather.owner.is_some();
+        let before = gather.deferred_len;
+        gather.owner = Some(self.id());
+        gather.granule = self.geo.page;
+        self.trim_level(self.geo.start, self.root(), 0, gather);
+        let n = gather.deferred_len - before;
+        if n == 0 && !was_bound {
+            gather.reset();
+        }
+        Ok(n)
+    }
+
+    /// `trim` below table `t` at `level` mapping from IOVA `base`: returns how many entries of
+    /// `t` it cleared.
+    fn trim_level(&mut self, level: u32, t: TablePtr, base: u64, gather: &mut Gather) -> u32 {
+        if level == LEAF_LEVEL {
+            return 0;
+        }
+        let esz = self.geo.entry_size(level);
+        let (mut lo, mut hi, mut cleared) = (usize::MAX, 0, 0);
+        for i in 0..t.entries() {
+            let d = t.get(i);
+            // Split-pending entries are live: never empty.
+            if d & DESC_TYPE_MASK != DESC_TABLE {
+                continue;
+            }
+            let (cpa, cbase) = (d & ADDR_MASK, base + i as u64 * esz);
+            let child = self.table(cpa);
+            let gone = self.trim_level(level + 1, child, cbase, gather);
+            let left = table_count(d).saturating_sub(gone);
+            if left == 0 {
+                t.set(i, 0);
+                self.defer(gather, cpa, child);
+                gather.add_range(cbase, cbase + esz);
+                gather.leaf_only = false;
+                cleared += 1;
+                lo = lo.min(i);
+                hi = i;
+            } else if gone != 0 {
+                // Only IGNORED bits change: no sync needed for the walker.
+                t.set(i, with_count(d, left));
+            }
+        }
+        if lo <= hi {
+            self.sync(t, lo, hi + 1 - lo);
+        }
+        cleared
     }
 
     /// Software walk: the output address `iova` translates to, as the SMMU would see it now.
@@ -1093,7 +1176,7 @@ impl<M: TableMemory> IoPageTable<M> {
                         let rr = self.unmap_level(level + 1, child, cpa, cur, chunk, gather, stash, bytes, &mut r);
                         if r != 0 {
                             let left = table_count(d).saturating_sub(r);
-                            if left == 0 {
+                            if left == 0 && !self.retain {
                                 t.set(idx, 0);
                                 *removed += 1;
                                 self.defer(gather, cpa, child);

@@ -187,7 +187,8 @@ fn desc_at(p: &Pgt, iova: u64, at: u32) -> u64 {
 }
 
 /// Check the software invariants of the whole tree; returns the number of reachable non-root
-/// tables. Every non-root table is non-empty and its count matches its live entries.
+/// tables. Every non-root table is non-empty (unless the table retains empty tables) and its
+/// count matches its live entries.
 fn check_tree(p: &Pgt) -> usize {
     fn rec(p: &Pgt, level: u32, t: TablePtr) -> (u32, usize) {
         let mut live = 0;
@@ -204,7 +205,7 @@ fn check_tree(p: &Pgt) -> usize {
                 _ => {
                     assert!(level < 3);
                     let (n, sub) = rec(p, level + 1, p.table(d & ADDR_MASK));
-                    assert!(n > 0, "empty non-root table left in the tree");
+                    assert!(n > 0 || p.retains_empty_tables(), "empty non-root table left in the tree");
                     assert_eq!(table_count(d), n, "stale live count");
                     live += 1;
                     tables += 1 + sub;
@@ -997,11 +998,12 @@ impl Model {
     }
 }
 
-fn run_random(seed: u64, c: Config, ops: usize) {
+fn run_random(seed: u64, c: Config, ops: usize, retain: bool) {
     let mut rng = Rng(seed);
     let tracking = !c.coherent_walk;
     let arena = if tracking { Arena::tracking() } else { Arena::new() };
     let mut p = IoPageTable::new(c, arena).unwrap();
+    p.set_retain_empty_tables(retain);
     let mut model = Model::default();
     let gsz = c.granule.size();
     let blk = p.geo.entry_size(2); // 2M / 32M / 512M
@@ -1082,9 +1084,14 @@ fn run_random(seed: u64, c: Config, ops: usize) {
             let mut g = Gather::new();
             let r = p.unmap(iova, size, &mut g);
             let expect = model.remove(iova, iova + size);
-            if expect == 0 {
+            if expect == 0 && g.needs_complete() {
+                // Only retained empty tables were detached.
+                assert!(retain, "seed {seed} step {step}: tables detached from an unmapped range");
+                assert_eq!(r, Ok(0));
+                assert!(!g.is_empty() && !g.leaf_only);
+            } else if expect == 0 {
                 assert_eq!(r, Err(PgtError::NotMapped { iova }));
-                assert!(g.is_empty() && !g.needs_complete());
+                assert!(g.is_empty());
             } else {
                 assert_eq!(r, Ok(expect), "seed {seed} step {step}");
                 // The invalidation range covers every unmapped byte.
@@ -1110,6 +1117,17 @@ fn run_random(seed: u64, c: Config, ops: usize) {
             base,
             span,
         );
+        if retain && step % 50 == 25 {
+            // Trim: every empty table goes, the mappings stay.
+            let mut g = Gather::new();
+            let n = p.trim(&mut g).unwrap();
+            assert_eq!(g.deferred_tables(), n);
+            p.complete(&mut g).unwrap();
+            p.set_retain_empty_tables(false);
+            assert_eq!(check_tree(&p), p.tables_in_use(), "seed {seed} step {step}: trim left empty tables");
+            p.set_retain_empty_tables(true);
+            check_samples(&p, &model, &[iova], &mut rng, base, span);
+        }
         if step % 64 == 0 {
             assert_eq!(check_tree(&p), p.tables_in_use(), "seed {seed} step {step}");
             if tracking {
@@ -1121,7 +1139,9 @@ fn run_random(seed: u64, c: Config, ops: usize) {
     let total = model.total();
     let mut g = Gather::new();
     let r = p.unmap(0, 1 << c.ias, &mut g);
-    if total == 0 {
+    if total == 0 && g.needs_complete() {
+        assert_eq!(r, Ok(0));
+    } else if total == 0 {
         assert_eq!(r, Err(PgtError::NotMapped { iova: 0 }));
     } else {
         assert_eq!(r, Ok(total));
@@ -1162,8 +1182,115 @@ fn random_model_check() {
         let coherent_walk = rng.below(3) != 0;
         let c = Config { stage, granule, ias, oas, coherent_walk };
         let ops = 300;
-        run_random(rng.next() | 1, c, ops);
+        run_random(rng.next() | 1, c, ops, round % 2 == 1);
         total_ops += ops;
     }
     assert!(total_ops >= 5000);
+}
+
+// ------------------------------------------------------------------ retained tables
+
+#[test]
+fn retained_tables_are_reused() {
+    let mut p = s1_4k48();
+    p.set_retain_empty_tables(true);
+    let iova = 0x7f_ffe0_0000;
+    p.map(iova, 0x20_0000, K4, Prot::RW).unwrap();
+    assert_eq!(p.tables_in_use(), 3); // L1, L2, L3
+    let allocs = p.memory().total_allocs;
+    for round in 0..8u64 {
+        let (n, g) = unmap_all(&mut p, iova, K4);
+        assert_eq!(n, K4);
+        // Only the page went: a leaf-only invalidation, no table queued or freed.
+        assert!(g.leaf_only, "round {round}");
+        assert_eq!(p.tables_in_use(), 3);
+        assert_eq!(p.iova_to_phys(iova), None);
+        // The empty tables stay linked with count 0 ...
+        assert_eq!(table_count(desc_at(&p, iova, 2)), 0);
+        assert_eq!(table_count(desc_at(&p, iova, 1)), 1);
+        // ... and the next map, of this page or a neighbour in the same L3, allocates nothing.
+        let a = iova + (round % 2) * K4;
+        p.map(a, 0x30_0000 + round * K4, K4, Prot::RW).unwrap();
+        assert_eq!(p.iova_to_phys(a), Some(0x30_0000 + round * K4));
+        assert_eq!(leaf(&p, a).map(|l| l.0), Some(3));
+        if round % 2 == 1 {
+            unmap_all(&mut p, a, K4);
+            p.map(iova, 0x20_0000, K4, Prot::RW).unwrap();
+        }
+    }
+    assert_eq!(p.memory().total_allocs, allocs, "a retained table was reallocated");
+    assert_eq!(check_tree(&p), 3);
+    // The default frees them as soon as they are empty.
+    let mut q = s1_4k48();
+    q.map(iova, 0x20_0000, K4, Prot::RW).unwrap();
+    unmap_all(&mut q, iova, K4);
+    assert_eq!(q.tables_in_use(), 0);
+}
+
+#[test]
+fn trim_returns_to_zero_tables() {
+    let mut p = s1_4k48();
+    p.set_retain_empty_tables(true);
+    // Two pages in different L3 tables of one L2, one page under another L1 entry.
+    let (a, b, c) = (0x4000_0000, 0x4020_0000, 0x80_0000_0000);
+    for (i, x) in [a, b, c].into_iter().enumerate() {
+        p.map(x, 0x10_0000 * (i as u64 + 1), K4, Prot::RW).unwrap();
+    }
+    assert_eq!(p.tables_in_use(), 2 + 2 + 1 + 1 + 1);
+    unmap_all(&mut p, a, K4);
+    unmap_all(&mut p, c, K4);
+    assert_eq!(p.tables_in_use(), 7);
+    // Trim frees exactly the empty ones: a's L3 and c's L3, L2, L1; b keeps translating.
+    let mut g = Gather::new();
+    assert_eq!(p.trim(&mut g), Ok(4));
+    assert!(!g.leaf_only && g.start <= a && g.end >= 0x80_4000_0000 && g.end > c);
+    assert_eq!(p.tables_in_use(), 7, "freed before complete");
+    p.complete(&mut g).unwrap();
+    assert_eq!(p.tables_in_use(), 3);
+    assert_eq!(p.memory().live_tables(), 1 + 3);
+    assert_eq!(p.iova_to_phys(b), Some(0x20_0000));
+    assert_eq!(p.iova_to_phys(a), None);
+    // Nothing empty left: a second trim queues nothing and leaves the gather unbound.
+    let mut g = Gather::new();
+    assert_eq!(p.trim(&mut g), Ok(0));
+    assert!(g.is_empty() && !g.needs_complete());
+    unmap_all(&mut p, b, K4);
+    assert_eq!(p.tables_in_use(), 3);
+    assert_eq!(p.trim(&mut g), Ok(3));
+    p.complete(&mut g).unwrap();
+    assert_eq!(p.tables_in_use(), 0);
+    assert_eq!(p.memory().live_tables(), 1, "only the root is live");
+}
+
+#[test]
+fn retained_tables_in_whole_unmaps_and_blocks() {
+    let mut p = s1_4k48();
+    p.set_retain_empty_tables(true);
+    p.map(0x4000_0000, 0x10_0000, K4, Prot::RW).unwrap();
+    unmap_all(&mut p, 0x4000_0000, K4);
+    assert_eq!(p.tables_in_use(), 3);
+    // A 2 MiB block over the retained empty L3 becomes 512 pages inside it (no table swap
+    // without a walk-cache invalidation), and translates.
+    p.map(0x4000_0000, 0x20_0000, 2 * MIB, Prot::RW).unwrap();
+    assert_eq!(leaf(&p, 0x401f_f000).map(|l| l.0), Some(3));
+    assert_eq!(p.iova_to_phys(0x401f_f123), Some(0x3f_f123));
+    assert_eq!(p.tables_in_use(), 3);
+    // An unmap of exactly the L2 entry detaches the L3 table whole (as Linux does); the L2
+    // table it leaves empty is retained.
+    let (n, g) = unmap_all(&mut p, 0x4000_0000, 2 * MIB);
+    assert_eq!(n, 2 * MIB);
+    assert!(!g.leaf_only);
+    assert_eq!(p.tables_in_use(), 2);
+    assert_eq!(table_count(desc_at(&p, 0x4000_0000, 1)), 0);
+    // Unmapping a range that holds only empty tables detaches them: Ok(0), not leaked.
+    let mut g = Gather::new();
+    assert_eq!(p.unmap(0, 512 * GIB, &mut g), Ok(0));
+    assert_eq!(g.deferred_tables(), 2);
+    assert!(!g.is_empty() && !g.leaf_only);
+    p.complete(&mut g).unwrap();
+    assert_eq!(p.tables_in_use(), 0);
+    assert_eq!(p.memory().live_tables(), 1);
+    // With nothing left, the same unmap is NotMapped again.
+    assert_eq!(p.unmap(0, 512 * GIB, &mut g), Err(PgtError::NotMapped { iova: 0 }));
+    assert!(g.is_empty() && !g.needs_complete());
 }
