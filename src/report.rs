@@ -10,6 +10,15 @@ fn mib(b: u64) -> u64 {
     b >> 20
 }
 
+/// How a device's DMA reaches memory right now, in words.
+fn dma_path(d: &crate::dma::DmaDevice) -> alloc::string::String {
+    match crate::dma::path(d) {
+        crate::dma::Path::Direct => alloc::string::String::from("direct (DMA address = physical)"),
+        crate::dma::Path::Blocked => alloc::string::String::from("BLOCKED"),
+        crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}"),
+    }
+}
+
 pub fn print(p: &Platform, args: &BootArgs) {
     let bi = crate::boot_info();
     let midr = arch::midr();
@@ -167,19 +176,21 @@ pub fn print(p: &Platform, args: &BootArgs) {
         kprintln!("pci error: {e}");
     }
     for d in crate::drivers::EDUS.lock().iter() {
-        let path = match crate::dma::path(&d.dma) {
-            crate::dma::Path::Direct => alloc::string::String::from("direct (DMA address = physical)"),
-            crate::dma::Path::Blocked => alloc::string::String::from("BLOCKED"),
-            crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}"),
-        };
+        let path = dma_path(&d.dma);
         kprintln!("driver:   {} bound (DMA mask {:#x}): {}", d.dma.name, d.dma.mask, path);
     }
+    for b in crate::drivers::VIRTIO_BLKS.lock().iter() {
+        let path = dma_path(&b.dma);
+        kprintln!(
+            "driver:   {} bound: {} sectors, VIRTIO_F_ACCESS_PLATFORM {}: {}",
+            b.name,
+            b.capacity(),
+            if b.access_platform() { "on" } else { "off" },
+            path
+        );
+    }
     for d in crate::drivers::PLATFORM_MASTERS.lock().iter() {
-        let path = match crate::dma::path(d) {
-            crate::dma::Path::Direct => alloc::string::String::from("identity (bypass)"),
-            crate::dma::Path::Blocked => alloc::string::String::from("BLOCKED"),
-            crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}"),
-        };
+        let path = dma_path(d);
         kprintln!("master:   {} attached: {}", d.name, path);
     }
     for e in crate::drivers::PROBE_ERRORS.lock().iter() {
