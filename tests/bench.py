@@ -79,7 +79,7 @@ def main():
         peer = "" if r.get("peer") is None else f"{r['peer']:.3f}"
         ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3f}"
         print(f"{r['metric']:<{w}}  {r['ours']:>14.3f}  {peer:>14}  {ratio:>8}  {r.get('unit', '')}")
-    path = os.path.join(ROOT, "build", "bench.json")
+    path = os.environ.get("SMMU_BENCH_JSON", os.path.join(ROOT, "build", "bench.json"))
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
     print(f"\nwrote {path} ({len(results)} metrics)")

@@ -6,13 +6,13 @@
 
 use crate::arch::cache;
 use crate::iommu::domain::{DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
-use crate::iommu::io_pgtable::Prot;
+use crate::iommu::io_pgtable::{PgtError, Prot};
 use crate::iommu::registry;
 use crate::mm::{PAGE_SIZE, frames};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -63,9 +63,8 @@ impl From<IommuError> for DmaError {
 
 /// `iommu.strict`: invalidate on every unmap (true) or batch (false).
 static STRICT: AtomicBool = AtomicBool::new(true);
-/// Lazy mode flushes after this many deferred unmaps (Linux's flush queue is 256).
+/// Lazy mode flushes a domain after this many deferred unmaps (Linux's flush queue is 256).
 pub const LAZY_BATCH: usize = 256;
-static LAZY_PENDING: AtomicUsize = AtomicUsize::new(0);
 
 pub fn set_strict(on: bool) {
     STRICT.store(on, Ordering::SeqCst);
@@ -210,27 +209,26 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
                 let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
                 a.find(dma).ok_or(DmaError::NotMapped { dma })?
             };
-            // In lazy mode an IOVA waiting for its flush still "exists": refuse a second unmap.
-            // Such an IOVA is exactly one allocated but no longer mapped (map_single maps
-            // every allocation at once), which one table walk tells, unlike a scan of the
-            // up to LAZY_BATCH pending IOVAs.
-            if !io.domain(did)?.lazy_iovas.is_empty() && io.iova_to_phys(did, start).is_none() {
-                return Err(DmaError::NotMapped { dma });
-            }
             // The table walk is only worth it when there is cache maintenance to do.
             if needs_sync_for_cpu(dev, dir)
                 && let Some(pa) = io.iova_to_phys(did, dma)
             {
                 sync_for_cpu(dev, pa, len, dir);
             }
+            // In lazy mode an IOVA waiting for its flush still "exists": a second unmap finds
+            // it allocated but no longer mapped (map_single maps every allocation at once),
+            // which the table unmap itself reports, before it changes anything.
+            let not_mapped = |e: IommuError| match e {
+                IommuError::Pgt(PgtError::NotMapped { .. }) => DmaError::NotMapped { dma },
+                e => DmaError::Iommu(e),
+            };
             if strict() {
-                io.unmap(did, start, size)?;
+                io.unmap(did, start, size).map_err(not_mapped)?;
                 let d = io.domain(did)?;
                 d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?.free(start).map_err(IommuError::from)?;
             } else {
-                io.unmap_lazy(did, start, size)?;
-                if LAZY_PENDING.fetch_add(1, Ordering::SeqCst) + 1 >= LAZY_BATCH {
-                    LAZY_PENDING.store(0, Ordering::SeqCst);
+                io.unmap_lazy(did, start, size).map_err(not_mapped)?;
+                if io.domain(did)?.lazy_iovas.len() >= LAZY_BATCH {
                     io.flush_lazy(did)?;
                 }
             }
@@ -243,7 +241,6 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
 pub fn flush(dev: &DmaDevice) -> Result<(), DmaError> {
     if let Path::Iommu(did) = path(dev) {
         IOMMU.lock().flush_lazy(did)?;
-        LAZY_PENDING.store(0, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -266,13 +263,79 @@ pub fn map_sg(dev: &DmaDevice, segs: &[(u64, usize)], dir: Direction) -> Result<
     Ok(out)
 }
 
+/// Undo `map_sg`. In strict mode on the IOMMU path all segments leave the table first and
+/// one invalidation (one CMD_SYNC) covers them, before any of their IOVAs is freed. Every
+/// segment is attempted; the first error is returned.
 pub fn unmap_sg(dev: &DmaDevice, dmas: &[u64], segs: &[(u64, usize)], dir: Direction) -> Result<(), DmaError> {
+    if let Some(m) = dev.master
+        && strict()
+    {
+        let mut io = IOMMU.lock();
+        if let Path::Iommu(did) = path_locked(&mut io, m) {
+            return unmap_sg_batched(&mut io, did, dev, dmas, segs, dir);
+        }
+    }
     let mut first = Ok(());
     for (d, s) in dmas.iter().zip(segs) {
         if let Err(e) = unmap_single(dev, *d, s.1, dir)
             && first.is_ok()
         {
             first = Err(e);
+        }
+    }
+    first
+}
+
+fn unmap_sg_batched(
+    io: &mut Iommu,
+    did: usize,
+    dev: &DmaDevice,
+    dmas: &[u64],
+    segs: &[(u64, usize)],
+    dir: Direction,
+) -> Result<(), DmaError> {
+    let mut first: Result<(), DmaError> = Ok(());
+    let mut note = |e: DmaError| {
+        if first.is_ok() {
+            first = Err(e);
+        }
+    };
+    // (allocation start, allocation size, device address) of every segment found mapped.
+    let mut found: Vec<(u64, u64, u64)> = Vec::with_capacity(dmas.len());
+    for (&dma, &(_, len)) in dmas.iter().zip(segs) {
+        if len == 0 {
+            note(DmaError::ZeroSize);
+            continue;
+        }
+        let d = io.domain(did)?;
+        let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
+        let Some((start, size)) = a.find(dma) else {
+            note(DmaError::NotMapped { dma });
+            continue;
+        };
+        if needs_sync_for_cpu(dev, dir)
+            && let Some(pa) = io.iova_to_phys(did, dma)
+        {
+            sync_for_cpu(dev, pa, len, dir);
+        }
+        found.push((start, size, dma));
+    }
+    let ranges: Vec<(u64, u64)> = found.iter().map(|&(s, z, _)| (s, z)).collect();
+    // A failed invalidation returns here: the IOVAs stay allocated rather than be reused
+    // while the SMMU may still hold their translations.
+    let results = io.unmap_batch(did, &ranges)?;
+    let d = io.domain(did)?;
+    let a = d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?;
+    for (&(start, _, dma), r) in found.iter().zip(results) {
+        match r {
+            Ok(_) => {
+                if let Err(e) = a.free(start) {
+                    note(DmaError::Iommu(e.into()));
+                }
+            }
+            // Listed twice (the second finds it unmapped), or a lazily unmapped IOVA.
+            Err(PgtError::NotMapped { .. }) => note(DmaError::NotMapped { dma }),
+            Err(e) => note(DmaError::Iommu(e.into())),
         }
     }
     first

@@ -590,6 +590,33 @@ impl Iommu {
         Ok(bytes)
     }
 
+    /// Unmap several ranges of the domain's (stage-1, or only) table behind one invalidation
+    /// (Linux's `iommu_iotlb_gather` across a scatterlist): one gather covers them all, so a
+    /// strict unmap of n segments costs one CMD_SYNC, not n. Returns each range's result
+    /// (bytes unmapped, or why not) once the invalidation completed; `Err` if it failed.
+    /// The gather spans the hull of the ranges: ranges far apart get more invalidated than
+    /// they need (at worst the whole ASID, see `flush_gather`), never less.
+    pub fn unmap_batch(
+        &mut self,
+        did: DomainId,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<Result<u64, PgtError>>, IommuError> {
+        let d = self.domain(did)?;
+        let (asid, vmid, smmu, stage) = (d.asid, d.vmid, d.smmu, d.stage);
+        let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
+        let mut g = Gather::new();
+        let out: Vec<Result<u64, PgtError>> =
+            ranges.iter().map(|&(iova, size)| pgt.unmap(iova, size, &mut g)).collect();
+        let table_stage = if stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
+        let nested = stage == Stage::Nested;
+        let r = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid))
+            .ok_or(IommuError::NoSuchSmmu(smmu))?;
+        // Even if the invalidation failed, finish the gather so no table leaks.
+        pgt.complete(&mut g)?;
+        r?;
+        Ok(out)
+    }
+
     /// Test hook: unmap without any TLB invalidation, to prove that the
     /// invalidation tests can fail. Never used by the DMA API.
     #[doc(hidden)]
@@ -651,29 +678,32 @@ fn flush_gather(
     }
     let ril = dev.features.ril && !NO_RIL.load(core::sync::atomic::Ordering::Relaxed);
     let pg_log2 = if g.pgsize == 0 { 12 } else { g.pgsize.trailing_zeros() as u8 };
-    let mut cmds: Vec<Command> = Vec::new();
+    let all = match stage {
+        Stage::S2 => Command::TlbiS12Vmall { vmid },
+        _ => Command::TlbiNhAsid { asid, vmid: if nested { vmid } else { 0 } },
+    };
+    // On the stack: a strict unmap is on the DMA API's hot path, a heap Vec is not free.
+    let mut cmds = [all; TLBI_MAX_OPS + 1];
+    let mut n = 0;
     let plan = plan_range_tlbi(g.start, g.end - g.start, pg_log2, 12, ril);
     for op in plan {
-        if cmds.len() > TLBI_MAX_OPS {
-            break;
+        if n == TLBI_MAX_OPS {
+            // Too many range commands: invalidate everything of the ASID/VMID instead.
+            return dev.run(&[all]);
         }
         let range = TlbiRange { num: op.num, scale: op.scale, tg: op.tg, ttl: if g.leaf_only { op.ttl } else { 0 } };
-        cmds.push(match stage {
+        cmds[n] = match stage {
             Stage::S2 => Command::TlbiS2Ipa { vmid, addr: op.addr, leaf: g.leaf_only, range },
             _ => {
                 Command::TlbiNhVa { vmid: if nested { vmid } else { 0 }, asid, addr: op.addr, leaf: g.leaf_only, range }
             }
-        });
+        };
+        n += 1;
     }
-    if cmds.len() > TLBI_MAX_OPS {
-        cmds.clear();
-        cmds.push(match stage {
-            Stage::S2 => Command::TlbiS12Vmall { vmid },
-            _ => Command::TlbiNhAsid { asid, vmid: if nested { vmid } else { 0 } },
-        });
-    } else if stage == Stage::S2 && nested {
+    if stage == Stage::S2 && nested {
         // Combined stage-1+2 entries may hold the old IPA->PA result.
-        cmds.push(Command::TlbiNhAll { vmid });
+        cmds[n] = Command::TlbiNhAll { vmid };
+        n += 1;
     }
-    dev.run(&cmds)
+    dev.run(&cmds[..n])
 }

@@ -13,13 +13,17 @@
 //!   and never handed out.
 //!
 //! Data structures: free ranges keyed by start (`BTreeMap`) plus a `(size, start)`
-//! index (`BTreeSet`) for O(log n) exhaustion checks, live allocations keyed by start
-//! (`BTreeMap`, O(log n) free and lookup), and an "rcache": per power-of-two size class
-//! (1..=32 granules) a bounded stack of recently freed ranges that are handed out again
-//! in O(1) without touching the trees. Tree allocation walks free ranges downwards from
-//! the limit and takes the first that fits: O(log n) when the topmost candidate fits
-//! (the common case), O(k log n) when k higher free ranges are too small.
-//! On exhaustion the rcache is flushed back into the trees and the search retried.
+//! index (`BTreeSet`) for O(log n) exhaustion checks; live allocations of up to
+//! [`RCACHE_MAX_PAGES`] granules (always a power of two, size-aligned) in a hash table
+//! keyed by start (O(1) insert, free and lookup: the containing allocation of an address
+//! starts at the address rounded down to its size, one probe per size class), larger ones
+//! keyed by start (`BTreeMap`, O(log n)); and an "rcache" (Linux's per-size magazines):
+//! per power-of-two size class (1..=32 granules) a bounded stack of recently freed ranges
+//! that are handed out again in O(1) without touching the trees. So the DMA API's hot
+//! path (a small map, then its unmap) is O(1) end to end. Tree allocation walks free
+//! ranges downwards from the limit and takes the first that fits: O(log n) when the
+//! topmost candidate fits (the common case), O(k log n) when k higher free ranges are too
+//! small. On exhaustion the rcache is flushed back into the trees and the search retried.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
@@ -80,7 +84,9 @@ pub struct IovaAllocator {
     free_by_start: BTreeMap<u64, u64>,
     /// (pages, start pfn)
     free_by_size: BTreeSet<(u64, u64)>,
-    /// allocated start pfn -> pages
+    /// live allocations of up to RCACHE_MAX_PAGES pages: start pfn -> size class
+    small: SmallAllocs,
+    /// live larger allocations: start pfn -> pages
     allocated: BTreeMap<u64, u64>,
     /// reserved byte ranges inside the aperture, start -> size (merged)
     reserved: BTreeMap<u64, u64>,
@@ -98,7 +104,7 @@ impl fmt::Debug for IovaAllocator {
             .field("limit", &format_args!("{:#x}", self.limit))
             .field("granule", &format_args!("{:#x}", self.granule()))
             .field("free_ranges", &self.free_by_start.len())
-            .field("allocations", &self.allocated.len())
+            .field("allocations", &self.allocations())
             .field("cached_pages", &self.cached_pages)
             .finish()
     }
@@ -129,6 +135,7 @@ impl IovaAllocator {
             shift,
             free_by_start: BTreeMap::new(),
             free_by_size: BTreeSet::new(),
+            small: SmallAllocs::new(),
             allocated: BTreeMap::new(),
             reserved: BTreeMap::new(),
             rcache: Default::default(),
@@ -165,6 +172,10 @@ impl IovaAllocator {
         if let Some((&a_start, &a_pages)) = self.allocated.range(..=e).next_back()
             && a_start + (a_pages - 1) >= s
         {
+            return Err(IovaError::ReservedOverlap { start, size });
+        }
+        // Rare (domain set-up): a scan of the small allocations is fine.
+        if self.small.iter().any(|(a_start, k)| a_start <= e && a_start + ((1u64 << k) - 1) >= s) {
             return Err(IovaError::ReservedOverlap { start, size });
         }
         self.flush_rcache();
@@ -212,8 +223,7 @@ impl IovaAllocator {
             return Err(exhausted);
         }
         if let Some(pfn) = self.rcache_get(pages, limit_pfn) {
-            self.allocated.insert(pfn, pages);
-            self.allocated_pages += pages;
+            self.record(pfn, pages);
             return Ok(pfn << self.shift);
         }
         let pfn = match self.tree_alloc(pages, align, limit_pfn) {
@@ -224,8 +234,7 @@ impl IovaAllocator {
             }
             None => return Err(exhausted),
         };
-        self.allocated.insert(pfn, pages);
-        self.allocated_pages += pages;
+        self.record(pfn, pages);
         Ok(pfn << self.shift)
     }
 
@@ -235,7 +244,10 @@ impl IovaAllocator {
             return Err(IovaError::NotAllocated { iova });
         }
         let pfn = iova >> self.shift;
-        let pages = self.allocated.remove(&pfn).ok_or(IovaError::NotAllocated { iova })?;
+        let pages = match self.small.remove(pfn) {
+            Some(k) => 1u64 << k,
+            None => self.allocated.remove(&pfn).ok_or(IovaError::NotAllocated { iova })?,
+        };
         self.allocated_pages -= pages;
         if !self.rcache_put(pfn, pages) {
             self.insert_free(pfn, pages);
@@ -246,6 +258,18 @@ impl IovaAllocator {
     /// The live allocation containing `iova`, as `(start, size)` in bytes.
     pub fn find(&self, iova: u64) -> Option<(u64, u64)> {
         let pfn = iova >> self.shift;
+        // A small allocation of 2^k pages containing pfn starts at pfn rounded down to 2^k;
+        // k = 0 first: the DMA API asks with the first page of the allocation.
+        if !self.small.is_empty() {
+            for k in 0..RCACHE_CLASSES as u32 {
+                let s = pfn & !((1u64 << k) - 1);
+                if let Some(c) = self.small.get(s)
+                    && pfn - s < 1u64 << c
+                {
+                    return Some((s << self.shift, (1u64 << c) << self.shift));
+                }
+            }
+        }
         let (&s, &p) = self.allocated.range(..=pfn).next_back()?;
         (pfn - s < p).then(|| (s << self.shift, p << self.shift))
     }
@@ -266,7 +290,7 @@ impl IovaAllocator {
 
     /// Number of live allocations.
     pub fn allocations(&self) -> usize {
-        self.allocated.len()
+        self.small.len() + self.allocated.len()
     }
 
     /// Return every cached range to the free trees.
@@ -281,6 +305,15 @@ impl IovaAllocator {
     }
 
     // ---- internals ----
+
+    fn record(&mut self, pfn: u64, pages: u64) {
+        if pages <= RCACHE_MAX_PAGES && pages.is_power_of_two() {
+            self.small.insert(pfn, pages.trailing_zeros() as u8);
+        } else {
+            self.allocated.insert(pfn, pages);
+        }
+        self.allocated_pages += pages;
+    }
 
     fn rcache_get(&mut self, pages: u64, limit_pfn: u64) -> Option<u64> {
         if pages > RCACHE_MAX_PAGES {
@@ -391,6 +424,113 @@ impl IovaAllocator {
             end = end.max(re);
         }
         self.reserved.insert(start, end - start + 1);
+    }
+}
+
+/// Start pfn -> size class of the live small allocations: open addressing with linear
+/// probing (Fibonacci hashing), deletion by backward shift (no tombstones), load <= 1/2.
+/// Allocations are distinct, so starts are unique keys.
+struct SmallAllocs {
+    /// `(start pfn, class)`; class `EMPTY` marks a free slot.
+    slots: Vec<(u64, u8)>,
+    len: usize,
+}
+
+const EMPTY: u8 = u8::MAX;
+const SMALL_MIN_SLOTS: usize = 64;
+
+impl SmallAllocs {
+    const fn new() -> Self {
+        SmallAllocs { slots: Vec::new(), len: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn home(&self, pfn: u64) -> usize {
+        let bits = self.slots.len().trailing_zeros();
+        (pfn.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, u8)> + '_ {
+        self.slots.iter().copied().filter(|&(_, k)| k != EMPTY)
+    }
+
+    fn slot_of(&self, pfn: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(pfn);
+        loop {
+            let (p, k) = self.slots[i];
+            if k == EMPTY {
+                return None;
+            }
+            if p == pfn {
+                return Some(i);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn get(&self, pfn: u64) -> Option<u8> {
+        self.slot_of(pfn).map(|i| self.slots[i].1)
+    }
+
+    fn insert(&mut self, pfn: u64, class: u8) {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(pfn);
+        while self.slots[i].1 != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (pfn, class);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, pfn: u64) -> Option<u8> {
+        let mut i = self.slot_of(pfn)?;
+        let class = self.slots[i].1;
+        let mask = self.slots.len() - 1;
+        self.slots[i].1 = EMPTY;
+        self.len -= 1;
+        // Backward shift: move later members of the probe run into the hole when their
+        // home does not lie cyclically in (hole, j].
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let (p, k) = self.slots[j];
+            if k == EMPTY {
+                break;
+            }
+            let h = self.home(p);
+            let stays = if i <= j { i < h && h <= j } else { i < h || h <= j };
+            if !stays {
+                self.slots[i] = (p, k);
+                self.slots[j].1 = EMPTY;
+                i = j;
+            }
+        }
+        Some(class)
+    }
+
+    fn grow(&mut self) {
+        let n = (self.slots.len() * 2).max(SMALL_MIN_SLOTS);
+        let old = core::mem::replace(&mut self.slots, alloc::vec![(0, EMPTY); n]);
+        self.len = 0;
+        for (p, k) in old {
+            if k != EMPTY {
+                self.insert(p, k);
+            }
+        }
     }
 }
 
@@ -600,6 +740,64 @@ mod tests {
             // (one at the very bottom leaves no hole below it).
             assert_eq!(a.free_by_start.len(), 3);
         }
+    }
+
+    #[test]
+    fn small_table_matches_model() {
+        // Keys from a narrow range and their multiples of large powers of two collide and
+        // wrap around the table; every get, insert and remove is checked against a model.
+        let mut rng = Rng(0x5eed);
+        let mut t = SmallAllocs::new();
+        let mut model: BTreeMap<u64, u8> = BTreeMap::new();
+        for step in 0..40_000 {
+            let key = match rng.below(3) {
+                0 => rng.below(300),
+                1 => rng.below(300) << 32,
+                _ => u64::MAX - rng.below(300),
+            };
+            match rng.below(3) {
+                0 if !model.contains_key(&key) => {
+                    let class = rng.below(6) as u8;
+                    t.insert(key, class);
+                    model.insert(key, class);
+                }
+                1 => assert_eq!(t.remove(key), model.remove(&key), "remove {key:#x} step {step}"),
+                _ => assert_eq!(t.get(key), model.get(&key).copied(), "get {key:#x} step {step}"),
+            }
+            assert_eq!(t.len(), model.len());
+            assert!(t.len() * 2 <= t.slots.len().max(1));
+            // Shrink the model now and then so the table also runs nearly empty.
+            if step % 5000 == 4999 {
+                let keys: Vec<u64> = model.keys().copied().collect();
+                for k in keys.iter().step_by(2) {
+                    assert_eq!(t.remove(*k), model.remove(k));
+                }
+            }
+        }
+        let mut all: Vec<(u64, u8)> = t.iter().collect();
+        all.sort_unstable();
+        assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn small_allocations_block_reservations_and_double_frees() {
+        let mut a = IovaAllocator::new(0x1000_0000, 0xffff_ffff, G).unwrap();
+        let x = a.alloc(4 * G, u64::MAX).unwrap();
+        assert_eq!(a.allocations(), 1);
+        // Overlapping its last page only.
+        let e = IovaError::ReservedOverlap { start: x + 3 * G, size: 1 };
+        assert_eq!(a.reserve(x + 3 * G, 1), Err(e));
+        a.reserve(x + 4 * G, G).unwrap();
+        // Interior addresses find it; the page above does not.
+        assert_eq!(a.find(x + 2 * G + 5), Some((x, 4 * G)));
+        assert_eq!(a.find(x + 4 * G), None);
+        // Only its start frees it, once.
+        assert_eq!(a.free(x + G), Err(IovaError::NotAllocated { iova: x + G }));
+        assert_eq!(a.free(x), Ok(4 * G));
+        assert_eq!(a.free(x), Err(IovaError::NotAllocated { iova: x }));
+        assert_eq!(a.find(x), None);
+        assert_eq!(a.allocations(), 0);
+        assert_eq!(a.allocated_bytes(), 0);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "dma", name: "dma_mask", run: dma_mask },
     Test { suite: "dma", name: "api_misuse", run: api_misuse },
     Test { suite: "dma", name: "lazy_unmap_batches", run: lazy_batches },
+    Test { suite: "dma", name: "unmap_sg_one_sync", run: unmap_sg_one_sync },
     Test { suite: "dma", name: "direct_path", run: direct_path },
     Test { suite: "dma", name: "direct_map_from_boot", run: direct_map_from_boot },
     Test { suite: "dma", name: "granule_16k", run: granule_16k },
@@ -768,6 +769,47 @@ fn lazy_batches(_: &Ctx) -> Outcome {
             ensure!(l <= n / dma::LAZY_BATCH as u64 + 1, "lazy mode issued {l} CMD_SYNCs for {n} unmaps");
             // And the device still works after the lazy churn.
             copy_and_check(e, PAGE)
+        })
+    })
+}
+
+/// Strict `unmap_sg` of several segments: one CMD_SYNC for all, and afterwards every
+/// segment faults (the device warmed the SMMU's TLB with each, so an invalidation that
+/// missed one would let its read through).
+fn unmap_sg_one_sync(_: &Ctx) -> Outcome {
+    with_edu(0, |e| {
+        translated(e, |e| {
+            let bufs: Vec<Guarded> = (0..4).filter_map(|_| Guarded::new(PAGE)).collect();
+            ensure!(bufs.len() == 4, "no memory");
+            let segs: Vec<(u64, usize)> = bufs.iter().map(|b| (b.pa, PAGE)).collect();
+            let was = dma::strict();
+            dma::set_strict(true);
+            let syncs = || registry::with_smmu(0, |s| s.stats.syncs).unwrap_or(0);
+            let r = (|| -> Result<(u64, Vec<u64>), alloc::string::String> {
+                let dmas = dma::map_sg(&e.dma, &segs, Direction::ToDevice).map_err(|x| format!("map_sg: {x}"))?;
+                for &d in &dmas {
+                    e.edu.read_mem(d, 0, 64).map_err(|x| format!("DMA from {d:#x}: {x}"))?;
+                }
+                let _ = events();
+                let before = syncs();
+                dma::unmap_sg(&e.dma, &dmas, &segs, Direction::ToDevice).map_err(|x| format!("unmap_sg: {x}"))?;
+                Ok((syncs() - before, dmas))
+            })();
+            dma::set_strict(was);
+            let (n, dmas) = match r {
+                Ok(v) => v,
+                Err(m) => return Outcome::Fail(m),
+            };
+            ensure!(n == 1, "unmap_sg of {} segments issued {n} CMD_SYNCs", dmas.len());
+            for &d in &dmas {
+                let r = e.edu.read_mem(d, 0, 64);
+                let ev = events();
+                tri!(r, "DMA");
+                ensure!(!ev.is_empty(), "segment {d:#x} still reachable after unmap_sg (stale TLB entry?)");
+            }
+            let again = dma::unmap_sg(&e.dma, &dmas, &segs, Direction::ToDevice);
+            ensure!(matches!(again, Err(DmaError::NotMapped { .. })), "second unmap_sg gave {again:?}");
+            Outcome::Pass
         })
     })
 }
