@@ -192,17 +192,6 @@ fn oas_of(s: &SmmuV3) -> u8 {
     s.features.oas_bits.unwrap_or(40).min(48)
 }
 
-fn ips_of(oas: u8) -> u8 {
-    match oas {
-        0..=32 => 0,
-        33..=36 => 1,
-        37..=40 => 2,
-        41..=42 => 3,
-        43..=44 => 4,
-        _ => 5,
-    }
-}
-
 fn walk_attrs(coherent: bool) -> (Cacheability, Shareability) {
     if coherent {
         (Cacheability::WbRwa, Shareability::Inner)
@@ -333,7 +322,7 @@ impl Iommu {
                 let pgt = d.pgt.as_ref().ok_or(IommuError::NoMemory("page table"))?;
                 let tcr = pgt.s1_tcr().ok_or(IommuError::Config("stage-1 table without TCR".into()))?;
                 let (c, sh) = walk_attrs(mem.coherent);
-                let mut cc = CdCfg::new_4k(d.asid, pgt.root_pa(), tcr.t0sz, ips_of(oas), pgt.mair());
+                let mut cc = CdCfg::new_4k(d.asid, pgt.root_pa(), tcr.t0sz, tcr.ips, pgt.mair());
                 cc.tg0 = match granule {
                     Granule::K4 => CdGranule::G4K,
                     Granule::K16 => CdGranule::G16K,
