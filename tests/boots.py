@@ -1,6 +1,13 @@
 """The matrix of QEMU boots `make test` runs. Each boot's in-kernel tests are
 counted one by one; `expect.*` boot arguments tell the kernel what to check."""
 
+# QEMU's SMMU marked as real boards ship it (RK3588, i.MX95).
+SMMU_DISABLED = """
+&{/smmuv3@9050000} {
+    status = "disabled";
+};
+"""
+
 BOOTS = [
     {
         "name": "virt",
@@ -74,21 +81,13 @@ BOOTS = [
         "name": "virt-smmu-disabled",
         "what": "SMMU status=disabled in the DT (as RK3588/i.MX95 ship): left alone, DMA direct",
         "bootargs": ["expect.smmus=0"],
-        "dtb_overlay": """
-&{/smmuv3@9050000} {
-    status = "disabled";
-};
-""",
+        "dtb_overlay": SMMU_DISABLED,
     },
     {
         "name": "virt-smmu-enable-disabled",
         "what": "the same DT with smmu.enable_disabled=1: the SMMU is probed and translates",
         "bootargs": ["smmu.enable_disabled=1", "test=smmu::,dma::translate,dma::fault,leaks::"],
-        "dtb_overlay": """
-&{/smmuv3@9050000} {
-    status = "disabled";
-};
-""",
+        "dtb_overlay": SMMU_DISABLED,
     },
     {
         "name": "virt-platform-master",

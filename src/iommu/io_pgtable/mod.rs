@@ -344,11 +344,8 @@ impl<M: TableMemory> IoPageTable<M> {
         gather.granule = self.geo.page;
         let mut bytes = 0;
         let mut removed = 0;
-        let r = if level == LEAF_LEVEL {
-            self.unmap_leaf_run(t, iova, size, gather, &mut bytes, &mut removed);
-            Ok(())
-        } else if blocks {
-            self.unmap_block_run(level, t, iova, size, gather, &mut bytes, &mut removed);
+        let r = if level == LEAF_LEVEL || blocks {
+            self.unmap_run(level, t, iova, size, gather, &mut bytes, &mut removed);
             Ok(())
         } else {
             self.unmap_level(level, t, t_pa, iova, size, gather, &mut stash, &mut bytes, &mut removed)
@@ -1029,38 +1026,6 @@ impl<M: TableMemory> IoPageTable<M> {
         bytes
     }
 
-    /// Clear the valid pages of `[iova, iova + size)` inside one leaf table.
-    #[inline(always)]
-    fn unmap_leaf_run(
-        &mut self,
-        t: TablePtr,
-        iova: u64,
-        size: u64,
-        gather: &mut Gather,
-        bytes: &mut u64,
-        removed: &mut u32,
-    ) {
-        let g = &self.geo;
-        let first = g.index(LEAF_LEVEL, iova);
-        let n = (size >> g.pg_shift) as usize;
-        let gsz = g.page;
-        let (mut lo, mut hi, mut cnt) = (usize::MAX, 0, 0u32);
-        for i in 0..n {
-            if t.get(first + i) & DESC_VALID != 0 {
-                t.set(first + i, 0);
-                cnt += 1;
-                lo = lo.min(i);
-                hi = i;
-            }
-        }
-        if cnt != 0 {
-            gather.note_leaf(iova + lo as u64 * gsz, iova + (hi as u64 + 1) * gsz, gsz);
-            *bytes += u64::from(cnt) * gsz;
-            *removed += cnt;
-            self.sync(t, first + lo, hi + 1 - lo);
-        }
-    }
-
     /// Is `[iova, iova + size)` whole entries of table `t` at `level`, each a block or invalid?
     #[inline(always)]
     fn whole_blocks(&self, level: u32, t: TablePtr, iova: u64, size: u64) -> bool {
@@ -1076,11 +1041,11 @@ impl<M: TableMemory> IoPageTable<M> {
         })
     }
 
-    /// Clear the blocks of `[iova, iova + size)`, whole entries of table `t` at `level` that
-    /// `whole_blocks` accepted.
+    /// Clear the live entries of `[iova, iova + size)`, whole entries of table `t` at `level`:
+    /// pages of a leaf table (live = valid), or blocks `whole_blocks` accepted (live = non-zero).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn unmap_block_run(
+    fn unmap_run(
         &mut self,
         level: u32,
         t: TablePtr,
@@ -1090,13 +1055,14 @@ impl<M: TableMemory> IoPageTable<M> {
         bytes: &mut u64,
         removed: &mut u32,
     ) {
+        let live = if level == LEAF_LEVEL { DESC_VALID } else { u64::MAX };
         let g = &self.geo;
         let first = g.index(level, iova);
         let shift = g.shift(level);
         let n = (size >> shift) as usize;
         let (mut lo, mut hi, mut cnt) = (usize::MAX, 0, 0u32);
         for i in 0..n {
-            if t.get(first + i) != 0 {
+            if t.get(first + i) & live != 0 {
                 t.set(first + i, 0);
                 cnt += 1;
                 lo = lo.min(i);
@@ -1129,7 +1095,7 @@ impl<M: TableMemory> IoPageTable<M> {
         let g = self.geo;
         let first = g.index(level, iova);
         if level == LEAF_LEVEL {
-            self.unmap_leaf_run(t, iova, size, gather, bytes, removed);
+            self.unmap_run(LEAF_LEVEL, t, iova, size, gather, bytes, removed);
             return Ok(());
         }
         let esz = g.entry_size(level);

@@ -434,14 +434,12 @@ impl SmmuV3 {
         }
         let d = Deadline::after_ms(SYNC_TIMEOUT_MS);
         loop {
-            let cons = self.p0.cmdq_cons.get();
-            self.cmdq.cons = cons;
-            if consumed_all(self.cmdq.ix, cons, target) {
+            if self.sync_reached(target) {
                 return Ok(());
             }
             self.check_cmdq_error()?;
             if d.expired() {
-                return Err(SmmuError::SyncTimeout { prod: target, cons });
+                return Err(SmmuError::SyncTimeout { prod: target, cons: self.cmdq.cons });
             }
         }
     }
@@ -548,6 +546,14 @@ impl SmmuV3 {
             self.log_gerror(n);
         }
         names
+    }
+}
+
+impl SmmuV3 {
+    /// Refresh CONS from the SMMU; has it consumed everything up to `target`?
+    fn sync_reached(&mut self, target: u32) -> bool {
+        self.cmdq.cons = self.p0.cmdq_cons.get();
+        consumed_all(self.cmdq.ix, self.cmdq.cons, target)
     }
 }
 
@@ -684,12 +690,8 @@ impl SmmuV3 {
                 seen = true;
                 self.stats.sync_irqs += 1;
             }
-            if seen {
-                let cons = self.p0.cmdq_cons.get();
-                self.cmdq.cons = cons;
-                if consumed_all(self.cmdq.ix, cons, target) {
-                    return Ok(());
-                }
+            if seen && self.sync_reached(target) {
+                return Ok(());
             }
             self.check_cmdq_error()?;
             if d.expired() {
