@@ -15,7 +15,21 @@ fn dma_path(d: &crate::dma::DmaDevice) -> alloc::string::String {
     match crate::dma::path(d) {
         crate::dma::Path::Direct => alloc::string::String::from("direct (DMA address = physical)"),
         crate::dma::Path::Blocked => alloc::string::String::from("BLOCKED"),
-        crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}"),
+        crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}{}", shared_group(d)),
+    }
+}
+
+/// ", one IOMMU group with <others>" when the SMMU cannot isolate the device from others.
+fn shared_group(d: &crate::dma::DmaDevice) -> alloc::string::String {
+    let Some(m) = d.master else { return alloc::string::String::new() };
+    let io = crate::iommu::domain::IOMMU.lock();
+    let Ok(g) = io.group_of(m) else { return alloc::string::String::new() };
+    let others: alloc::vec::Vec<&str> =
+        io.groups[g].masters.iter().filter(|&&o| o != m).map(|&o| io.masters[o].name.as_str()).collect();
+    if others.is_empty() {
+        alloc::string::String::new()
+    } else {
+        alloc::format!(", one IOMMU group with {} (same StreamID)", others.join(", "))
     }
 }
 

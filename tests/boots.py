@@ -156,6 +156,8 @@ BOOTS = [
             "-device", "pcie-root-port,id=rp3,bus=pxb1,chassis=4",
             "-device", "pcie-pci-bridge,id=ppb1,bus=rp3",
             "-device", "edu,bus=ppb1,addr=5,dma_mask=0xffffffffff",
+            # A second function behind the same PCIe-to-PCI bridge: same alias, same StreamID.
+            "-device", "edu,bus=ppb1,addr=6,dma_mask=0xffffffffff",
             "-device", "pxb-pcie,id=pxb2,bus_nr=0xc0,bus=pcie.0,bypass_iommu=on",
             "-device", "pcie-root-port,id=rp4,bus=pxb2,chassis=5",
             "-device", "edu,bus=rp4,dma_mask=0xffffffffff",
@@ -165,7 +167,7 @@ BOOTS = [
         # QEMU's DT iommu-map covers every RID even for a bypass_iommu bus (only its ACPI
         # IORT leaves them out): the runner hands over a DTB without buses 0xc0..0xff.
         "dtb": {"iommu_bypass_buses": [[0xC0, 0xFF]]},
-        "bootargs": ["expect.smmus=1", "expect.edus=9", "expect.edus.direct=2", "expect.pci.roots=0x0,0x80,0xc0"],
+        "bootargs": ["expect.smmus=1", "expect.edus=10", "expect.edus.direct=2", "expect.pci.roots=0x0,0x80,0xc0"],
         "filter": "boot::,smmu::,topology::,leaks::",
     },
     {

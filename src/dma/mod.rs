@@ -207,7 +207,8 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
             let (start, size) = {
                 let d = io.domain(did)?;
                 let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
-                a.find(dma).ok_or(DmaError::NotMapped { dma })?
+                let g = d.granule.size();
+                a.find_sized(dma, (dma & (g - 1)) + len as u64).ok_or(DmaError::NotMapped { dma })?
             };
             // The table walk is only worth it when there is cache maintenance to do.
             if needs_sync_for_cpu(dev, dir)
@@ -401,6 +402,22 @@ pub fn add_device_sids(
         return Ok(dev);
     }
     let mut io = IOMMU.lock();
+    // A StreamID already in use: the SMMU cannot isolate the two devices, so the new one
+    // joins that master's group and domain (as Linux's pci_device_group does for aliases).
+    if let Some(peer) = io.master_with_sid(smmu, sids) {
+        let did = io.domain_of(peer).ok_or_else(|| {
+            IommuError::Config(alloc::format!("{name}: shares a StreamID with a master that has no domain"))
+        })?;
+        let m = io.add_master(name, smmu, sids, Some(peer))?;
+        for &(iova, size) in direct {
+            io.install_direct_map(did, iova, size)?;
+        }
+        // Rewrites the group's STEs (unchanged for the shared StreamIDs) and adds any
+        // StreamIDs only the new master has.
+        io.attach(m, did)?;
+        dev.master = Some(m);
+        return Ok(dev);
+    }
     let m = io.add_master(name, smmu, sids, None)?;
     let ty = if PASSTHROUGH.load(Ordering::SeqCst) { DomainType::Identity } else { DomainType::Dma };
     let did = io.domain_alloc(smmu, ty, Stage::S1)?;

@@ -230,6 +230,13 @@ impl Iommu {
         Ok(id)
     }
 
+    /// A registered master on SMMU `smmu` that uses one of `sids`: the SMMU cannot tell
+    /// a new master with such a StreamID apart from it (PCI functions behind a PCIe-to-PCI
+    /// bridge all use the bridge's alias), so the two must share a group.
+    pub fn master_with_sid(&self, smmu: usize, sids: &[u32]) -> Option<MasterId> {
+        self.masters.iter().position(|m| m.smmu == smmu && m.sids.iter().any(|s| sids.contains(s)))
+    }
+
     pub fn group_of(&self, m: MasterId) -> Result<GroupId, IommuError> {
         self.masters.get(m).map(|x| x.group).ok_or(IommuError::NoSuchMaster(m))
     }
@@ -530,6 +537,13 @@ impl Iommu {
         }
         let g = d.granule.size();
         let (start, end) = (iova & !(g - 1), (iova + size + g - 1) & !(g - 1));
+        // Already there (a second device of the same group with the same firmware region):
+        // nothing to do. A region that overlaps differently fails in `map` below.
+        let last = end - g;
+        if self.iova_to_phys(did, start) == Some(start) && self.iova_to_phys(did, last) == Some(last) {
+            return Ok(());
+        }
+        let d = self.domain(did)?;
         if let Some(a) = d.iova.as_mut() {
             a.reserve(start, end - start)?;
         }

@@ -255,6 +255,21 @@ impl IovaAllocator {
         Ok(pages << self.shift)
     }
 
+    /// `find` for a caller that knows the allocation's size (the DMA API's unmap is given the
+    /// length it mapped): the one size class that fits is probed first, one hash lookup in
+    /// the common case; anything else falls back to the full search.
+    pub fn find_sized(&self, iova: u64, size: u64) -> Option<(u64, u64)> {
+        let pages = size.div_ceil(1u64 << self.shift).max(1);
+        if pages <= RCACHE_MAX_PAGES {
+            let k = pages.next_power_of_two().trailing_zeros();
+            let s = (iova >> self.shift) & !((1u64 << k) - 1);
+            if self.small.get(s) == Some(k as u8) {
+                return Some((s << self.shift, (1u64 << k) << self.shift));
+            }
+        }
+        self.find(iova)
+    }
+
     /// The live allocation containing `iova`, as `(start, size)` in bytes.
     pub fn find(&self, iova: u64) -> Option<(u64, u64)> {
         let pfn = iova >> self.shift;
@@ -724,6 +739,13 @@ mod tests {
                     let q = base + rng.below(limit - base);
                     let m = model.range(..=q).next_back().filter(|(s, z)| q < *s + *z).map(|(s, z)| (*s, *z));
                     assert_eq!(a.find(q), m);
+                    // With any size hint (right, too small, too big) the answer is the same.
+                    let hint = match (m, rng.below(3)) {
+                        (Some((s, z)), 0) => s + z - q,
+                        (_, 1) => rng.below(G) + 1,
+                        _ => rng.below(64 * G) + 1,
+                    };
+                    assert_eq!(a.find_sized(q, hint), m, "find_sized({q:#x}, {hint:#x})");
                 }
                 let used: u64 = model.values().sum();
                 assert_eq!(a.allocated_bytes(), used);

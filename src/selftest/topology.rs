@@ -8,6 +8,7 @@ use crate::dma::{self, Direction, Path};
 use crate::drivers::{DmaEngine, EDUS, EduDev, edu};
 use crate::ensure;
 use crate::harness::Outcome;
+use crate::iommu::domain::IOMMU;
 use crate::iommu::registry;
 use crate::iommu::smmuv3::ste::{STE0_CFG_MASK, STE0_CFG_SHIFT, STE0_V, Ste, SteConfig};
 use crate::iommu::smmuv3::strtab::{Format, SPLIT};
@@ -22,6 +23,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "topology", name: "two_level_stream_table", run: two_level_stream_table },
     Test { suite: "topology", name: "dma_every_device", run: dma_every_device },
     Test { suite: "topology", name: "bypass_iommu_bus_is_direct", run: bypass_iommu_bus_is_direct },
+    Test { suite: "topology", name: "aliased_functions_share_a_group", run: aliased_functions_share_a_group },
 ];
 
 const PAGE: usize = 4096;
@@ -388,5 +390,68 @@ fn bypass_iommu_bus_is_direct(c: &Ctx) -> Outcome {
             Err(m) => return Outcome::Fail(format!("{}: {m}", e.dma.name)),
         }
     }
+    Outcome::Pass
+}
+
+/// Functions the SMMU cannot tell apart (same StreamID: behind one PCIe-to-PCI bridge, the
+/// bridge's alias) are one IOMMU group in one domain: each one's DMA, with the other's
+/// buffers mapped at the same time, lands where its own mapping says.
+fn aliased_functions_share_a_group(_: &Ctx) -> Outcome {
+    let mut edus = EDUS.lock();
+    let pair = (0..edus.len()).find_map(|i| {
+        let s = edus[i].func.stream?;
+        let j = (i + 1..edus.len()).find(|&j| edus[j].func.stream == Some(s))?;
+        Some((i, j))
+    });
+    let Some((i, j)) = pair else {
+        return Outcome::Skip("no two edus share a StreamID (see the virt-many boot)".into());
+    };
+    let (ma, mb) = (edus[i].dma.master, edus[j].dma.master);
+    let (Some(ma), Some(mb)) = (ma, mb) else {
+        return Outcome::Fail(format!("{} / {}: not IOMMU masters", edus[i].dma.name, edus[j].dma.name));
+    };
+    {
+        let io = IOMMU.lock();
+        ensure!(ma != mb, "the two functions are one master");
+        let (ga, gb) = (io.group_of(ma), io.group_of(mb));
+        ensure!(ga.is_ok() && ga == gb, "StreamID shared but groups differ: {ga:?} vs {gb:?}");
+        let (da, db) = (io.domain_of(ma), io.domain_of(mb));
+        ensure!(da.is_some() && da == db, "one group but domains differ: {da:?} vs {db:?}");
+    }
+    let _ = registry::with_smmu(0, |s| s.take_events());
+    // Both functions' buffers mapped at once, then each engine copies its own.
+    // j > i by construction.
+    let (x, y) = edus.split_at_mut(j);
+    let (a, b) = (&mut x[i], &mut y[0]);
+    let bufs: Vec<Guarded> = (0..4).filter_map(|_| Guarded::new()).collect();
+    ensure!(bufs.len() == 4, "no memory");
+    bufs[0].fill(0x5a);
+    bufs[2].fill(0xa5);
+    let maps = [
+        dma::map_single(&a.dma, bufs[0].pa, PAGE, Direction::ToDevice),
+        dma::map_single(&a.dma, bufs[1].pa, PAGE, Direction::FromDevice),
+        dma::map_single(&b.dma, bufs[2].pa, PAGE, Direction::ToDevice),
+        dma::map_single(&b.dma, bufs[3].pa, PAGE, Direction::FromDevice),
+    ];
+    let mut run = || -> Result<(), String> {
+        let d: Vec<u64> = maps.iter().map(|m| m.clone().map_err(|e| format!("map: {e}"))).collect::<Result<_, _>>()?;
+        a.edu.read_mem(d[0], 0, PAGE).and_then(|_| a.edu.write_mem(d[1], 0, PAGE)).map_err(|e| format!("{e}"))?;
+        b.edu.read_mem(d[2], 0, PAGE).and_then(|_| b.edu.write_mem(d[3], 0, PAGE)).map_err(|e| format!("{e}"))?;
+        Ok(())
+    };
+    let r = run();
+    let devs = [&a.dma, &a.dma, &b.dma, &b.dma];
+    let dirs = [Direction::ToDevice, Direction::FromDevice, Direction::ToDevice, Direction::FromDevice];
+    for k in 0..4 {
+        if let Ok(d) = maps[k] {
+            let _ = dma::unmap_single(devs[k], d, PAGE, dirs[k]);
+        }
+    }
+    let ev = registry::with_smmu(0, |s| s.take_events()).unwrap_or_default();
+    ensure!(r.is_ok(), "{} / {}: {}", a.dma.name, b.dma.name, r.err().unwrap_or_default());
+    ensure!(ev.is_empty(), "SMMU events: {}", ev[0]);
+    ensure!(bufs[1].page(bufs[1].pa) == bufs[0].page(bufs[0].pa), "{}: copy differs", a.dma.name);
+    ensure!(bufs[3].page(bufs[3].pa) == bufs[2].page(bufs[2].pa), "{}: copy differs", b.dma.name);
+    ensure!(bufs.iter().all(Guarded::canaries_intact), "canary pages changed");
     Outcome::Pass
 }
