@@ -34,7 +34,29 @@ macro_rules! by_line {
 }
 
 by_line!(clean, "cvac", "Write dirty lines of [start, start+len) back to the point of coherency.");
-by_line!(invalidate, "ivac", "Discard cached copies of [start, start+len): the next read comes from memory.");
+by_line!(
+    discard,
+    "ivac",
+    "Drop every line touching [start, start+len), edges included: only for memory written with the MMU off, where a stale line must not be written back."
+);
+/// Discard cached copies of [start, start+len): the next read comes from memory. Lines the
+/// range covers only in part are cleaned first, so bytes of neighbours sharing them survive.
+pub fn invalidate(start: usize, len: usize) {
+    use crate::mm::dcache::{LineOp, invalidate_lines};
+    if len == 0 {
+        return;
+    }
+    for (a, op) in invalidate_lines(start, len, dcache_line()) {
+        match op {
+            // SAFETY: the caller owns the whole line (it lies inside its range) and asked
+            // for its cached copy to be dropped.
+            LineOp::Invalidate => unsafe { asm!("dc ivac, {}", in(reg) a, options(nostack)) },
+            // SAFETY: clean+invalidate changes no memory contents.
+            LineOp::CleanInvalidate => unsafe { asm!("dc civac, {}", in(reg) a, options(nostack)) },
+        }
+    }
+    dsb_sy();
+}
 by_line!(clean_invalidate, "civac", "Write back, then discard, the lines of [start, start+len).");
 
 /// Full system data synchronization barrier.

@@ -204,7 +204,7 @@ pub unsafe fn enable(ram: &RamRanges, image: (u64, u64)) -> Result<(), MmuError>
     build(set, ram)?;
     // Data written with the MMU off went to memory; drop any stale cached copies
     // of the image (tables, stack, BSS) before the caches are switched on.
-    super::cache::invalidate(image.0 as usize, image.1 as usize);
+    super::cache::discard(image.0 as usize, image.1 as usize);
     let ttbr = &raw const set.l0 as u64;
     // SAFETY: the tables identity-map the running code, stack and data with the
     // attributes above; the sequence is the architecture's MMU-enable sequence.

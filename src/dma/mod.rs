@@ -120,12 +120,12 @@ fn prot(dir: Direction) -> Prot {
     }
 }
 
-fn sync_for_device(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) {
+/// Clean for every direction, as arm64 Linux does: for FromDevice too, so no dirty line can
+/// later be evicted over what the device wrote, and bytes the device leaves alone are not
+/// lost (the invalidation comes in `sync_for_cpu`, after the DMA).
+fn sync_for_device(dev: &DmaDevice, pa: u64, len: usize, _dir: Direction) {
     if !dev.coherent {
-        match dir {
-            Direction::ToDevice | Direction::Bidirectional => cache::clean(pa as usize, len),
-            Direction::FromDevice => cache::invalidate(pa as usize, len),
-        }
+        cache::clean(pa as usize, len);
     }
 }
 

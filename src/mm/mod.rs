@@ -1,6 +1,7 @@
 //! Physical memory: which RAM is free (pure carving of the DT memory map), the
 //! page-frame allocator and the kernel heap, both buddy allocators.
 
+pub mod dcache;
 pub mod layout;
 
 #[cfg(target_os = "none")]
