@@ -102,6 +102,9 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
     for p in kernel::iommu::irq::wire_all(&platform, &args) {
         kprintln!("warning: SMMU interrupts: {p}");
     }
+    for line in kernel::iommu::irq::summary() {
+        kprintln!("smmu irq: {line}");
+    }
 
     // 6. DMA policy from the command line, then drivers bind to their devices.
     match (args.flag("iommu.passthrough"), args.flag("iommu.strict")) {
@@ -119,6 +122,9 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
         match arch::smp::start_secondaries(&platform.cpus) {
             Ok(n) => kprintln!("smp: {n} secondary CPU(s) online"),
             Err(e) => kprintln!("smp: secondary CPUs not started: {e}"),
+        }
+        for line in arch::smp::idle_summary() {
+            kprintln!("smp: {line}");
         }
     }
 

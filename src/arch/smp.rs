@@ -1,12 +1,18 @@
 //! Secondary CPUs: started with PSCI CPU_ON, each on its own stack with the
-//! primary's MMU configuration, then parked waiting for jobs (`run_on`).
+//! primary's MMU configuration, then idle until given a job (`run_on`).
+//!
+//! An idle secondary sleeps in WFI with IRQs masked (DAIF.I): a pending interrupt still
+//! ends WFI, and `run_on` sends it `irq::SGI_WAKE` after posting the job. The SGI stays
+//! pending until the CPU acknowledges it, so a job posted between its look and its WFI
+//! is not missed. Without a GIC the CPU waits in WFE for SEV instead (which under QEMU
+//! TCG does not sleep: the vCPU spins).
 
 use super::exit::{Conduit, psci_conduit};
 use super::timer::Deadline;
 use crate::mm::{PAGE_SIZE, frames};
 use alloc::boxed::Box;
 use core::arch::asm;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 pub const MAX_CPUS: usize = 8;
@@ -32,8 +38,16 @@ struct Slot {
 static SLOTS: [Slot; MAX_CPUS] = [const { Slot { job: Mutex::new(None), done: AtomicUsize::new(0) } }; MAX_CPUS];
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
 static ONLINE_MASK: AtomicUsize = AtomicUsize::new(1);
+/// CPUs that idle in WFI and are woken by `irq::SGI_WAKE` (the others wait in WFE).
+static WFI_MASK: AtomicUsize = AtomicUsize::new(0);
+/// MPIDR affinity of each started CPU (the SGI target).
+static MPIDRS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Times each CPU's idle loop came back from WFI/WFE (wake-ups, spurious ones included).
+static IDLE_WAKES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Why a CPU could not take interrupts (it then waits in WFE).
+static IRQ_PROBLEM: Mutex<[Option<crate::irq::IrqError>; MAX_CPUS]> = Mutex::new([const { None }; MAX_CPUS]);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SmpError {
     NoPsci,
     NoMemory,
@@ -48,6 +62,11 @@ pub enum SmpError {
     },
     NotOnline(usize),
     Busy(usize),
+    /// The wake-up SGI could not be sent.
+    Wake {
+        cpu: usize,
+        why: crate::irq::IrqError,
+    },
 }
 
 impl core::fmt::Display for SmpError {
@@ -59,6 +78,7 @@ impl core::fmt::Display for SmpError {
             SmpError::Timeout { cpu } => write!(f, "CPU {cpu} did not come online / finish in time"),
             SmpError::NotOnline(c) => write!(f, "CPU {c} is not online"),
             SmpError::Busy(c) => write!(f, "CPU {c} is still running a job"),
+            SmpError::Wake { cpu, why } => write!(f, "CPU {cpu}: wake-up SGI not sent: {why}"),
         }
     }
 }
@@ -95,6 +115,7 @@ pub fn start_secondaries(mpidrs: &[u64]) -> Result<usize, SmpError> {
             (*args)[4 + idx] = stack + (STACK_PAGES as u64) * PAGE_SIZE;
         }
         super::cache::clean(args as usize, core::mem::size_of::<[u64; 4 + MAX_CPUS]>());
+        MPIDRS[idx].store(mpidr & crate::irq::gic::MPIDR_AFF_MASK, Ordering::SeqCst);
         let entry = secondary_entry as *const () as u64;
         let r = match conduit {
             Conduit::Hvc => smccc::psci::cpu_on::<smccc::Hvc>(mpidr, entry, idx as u64),
@@ -148,9 +169,46 @@ pub fn run_on(cpu: usize, job: Job) -> Result<usize, SmpError> {
     let ticket = slot.done.load(Ordering::SeqCst) + 1;
     *j = Some(job);
     drop(j);
-    // SAFETY: SEV only wakes CPUs waiting in WFE.
-    unsafe { asm!("dsb ish", "sev", options(nostack)) };
+    if sleeps_in_wfi(cpu) {
+        // send_sgi orders the job's store before the SGI (DSB).
+        if let Err(why) = crate::irq::send_sgi(crate::irq::SGI_WAKE, MPIDRS[cpu].load(Ordering::SeqCst)) {
+            slot.job.lock().take();
+            return Err(SmpError::Wake { cpu, why });
+        }
+    } else {
+        // SAFETY: SEV only wakes CPUs waiting in WFE.
+        unsafe { asm!("dsb ish", "sev", options(nostack)) };
+    }
     Ok(ticket)
+}
+
+/// CPU `cpu` idles in WFI and is woken by an SGI (else it waits in WFE for SEV).
+pub fn sleeps_in_wfi(cpu: usize) -> bool {
+    cpu < MAX_CPUS && WFI_MASK.load(Ordering::SeqCst) & (1 << cpu) != 0
+}
+
+/// How often CPU `cpu`'s idle loop woke up so far (jobs, SGIs, spurious wake-ups).
+pub fn idle_wakes(cpu: usize) -> u64 {
+    IDLE_WAKES.get(cpu).map_or(0, |w| w.load(Ordering::SeqCst))
+}
+
+/// MPIDR affinity of started CPU `cpu` (0 for the boot CPU's slot and unknown ones).
+pub fn mpidr_of(cpu: usize) -> u64 {
+    MPIDRS.get(cpu).map_or(0, |m| m.load(Ordering::SeqCst))
+}
+
+/// How each secondary idles, for the boot log: "CPU 1 idles in WFI, woken by SGI 0",
+/// or in a WFE loop and why.
+pub fn idle_summary() -> alloc::vec::Vec<alloc::string::String> {
+    let problems = IRQ_PROBLEM.lock();
+    (1..MAX_CPUS)
+        .filter(|&c| is_online(c))
+        .map(|c| match (&problems[c], sleeps_in_wfi(c)) {
+            (_, true) => alloc::format!("CPU {c} idles in WFI, woken by SGI {}", crate::irq::SGI_WAKE),
+            (Some(e), false) => alloc::format!("CPU {c} idles in a WFE loop (no interrupts: {e})"),
+            (None, false) => alloc::format!("CPU {c} idles in a WFE loop (interrupts are off)"),
+        })
+        .collect()
 }
 
 /// Wait (bounded) until CPU `cpu` finished the job `ticket` came from.
@@ -167,6 +225,18 @@ pub fn wait(cpu: usize, ticket: usize, timeout_ms: u64) -> Result<(), SmpError> 
 
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(idx: usize) -> ! {
+    // Interrupts first (the wake-up mode must be known before run_on can see us online).
+    let wfi = match crate::irq::init_this_cpu() {
+        Ok(()) => true,
+        Err(crate::irq::IrqError::NotReady) => false,
+        Err(e) => {
+            IRQ_PROBLEM.lock()[idx] = Some(e);
+            false
+        }
+    };
+    if wfi {
+        WFI_MASK.fetch_or(1 << idx, Ordering::SeqCst);
+    }
     ONLINE.fetch_add(1, Ordering::SeqCst);
     ONLINE_MASK.fetch_or(1 << idx, Ordering::SeqCst);
     let slot = &SLOTS[idx];
@@ -177,8 +247,18 @@ extern "C" fn secondary_main(idx: usize) -> ! {
                 j();
                 slot.done.fetch_add(1, Ordering::SeqCst);
             }
-            // SAFETY: waiting for an event has no memory effects.
-            None => unsafe { asm!("wfe", options(nomem, nostack)) },
+            None if wfi => {
+                // SAFETY: WFI only waits; with DAIF.I set a pending IRQ ends it without
+                // an exception, and service_pending acknowledges it (SGI_WAKE included).
+                unsafe { asm!("wfi", options(nomem, nostack)) };
+                crate::irq::service_pending();
+                IDLE_WAKES[idx].fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                // SAFETY: waiting for an event has no memory effects.
+                unsafe { asm!("wfe", options(nomem, nostack)) };
+                IDLE_WAKES[idx].fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ impl Ctx<'_, '_> {
             if !names.is_empty() && names.len() != irqs.specs.len() && !irqs.specs.is_empty() {
                 self.err(n, Problem::NamesMismatch { names: names.len(), irqs: irqs.specs.len() });
             }
+            let irq_parents = irqs.parents;
             let named = irqs
                 .specs
                 .into_iter()
@@ -47,6 +48,7 @@ impl Ctx<'_, '_> {
                 })
                 .collect();
             let msi_parent = self.msi_parent(n);
+            let msi_device_id = self.msi_device_id(n);
             let quirks = t
                 .node(n)
                 .map(|node| node.props.iter().filter(|p| is_quirk(p.name)).map(|p| p.name.to_string()).collect())
@@ -60,11 +62,25 @@ impl Ctx<'_, '_> {
                 coherent: t.is_coherent(n),
                 irqs: named,
                 interrupt_parent: irqs.parent,
+                irq_parents,
                 msi_parent,
+                msi_device_id,
                 quirks,
             });
         }
         out
+    }
+
+    /// The DeviceID cell of `msi-parent = <&ctrl id>` when `ctrl` has `#msi-cells = <1>`
+    /// (the arm,gic-v3-its binding); errors already reported by `msi_parent`.
+    pub(crate) fn msi_device_id(&mut self, n: usize) -> Option<u32> {
+        let t = self.t;
+        let cells = t.cells_prop(n, "msi-parent").ok().flatten()?;
+        let ctrl = t.by_phandle(*cells.first()?)?;
+        match t.u32_prop(ctrl, "#msi-cells").ok().flatten() {
+            Some(1) => cells.get(1).copied(),
+            _ => None,
+        }
     }
 
     /// First cell of `msi-parent` (the controller phandle; a following cell, if the

@@ -19,6 +19,9 @@ pub(crate) struct Irqs {
     /// Phandle of the interrupt controller (for `interrupts-extended`, of the first
     /// entry), `None` if the controller has no phandle.
     pub parent: Option<u32>,
+    /// Phandle of each entry's interrupt controller, in `specs` order (they differ
+    /// only with `interrupts-extended`).
+    pub parents: Vec<Option<u32>>,
 }
 
 impl Tree<'_> {
@@ -71,6 +74,7 @@ impl Tree<'_> {
                     out.parent = Some(ph);
                 }
                 out.specs.push(spec.to_vec());
+                out.parents.push(Some(ph));
                 pos = start.saturating_add(nc);
             }
             return Ok(out);
@@ -83,6 +87,8 @@ impl Tree<'_> {
         if !raw.len().is_multiple_of(nc) {
             return Err(Problem::BadLength { prop: "interrupts", len: raw.len().saturating_mul(4) });
         }
-        Ok(Irqs { specs: raw.chunks_exact(nc).map(<[u32]>::to_vec).collect(), parent: self.phandle_of(ctrl) })
+        let specs: Vec<Vec<u32>> = raw.chunks_exact(nc).map(<[u32]>::to_vec).collect();
+        let parent = self.phandle_of(ctrl);
+        Ok(Irqs { parents: alloc::vec![parent; specs.len()], specs, parent })
     }
 }

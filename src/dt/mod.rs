@@ -212,6 +212,8 @@ pub struct Its {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gic {
     pub node: String,
+    /// What `interrupt-parent` / `interrupts-extended` name it by (None: nothing can).
+    pub phandle: Option<u32>,
     /// 2 or 3.
     pub version: u8,
     pub dist_base: u64,
@@ -246,7 +248,13 @@ pub struct Smmu {
     pub irqs: Vec<(String, Vec<u32>)>,
     /// Phandle of the interrupt controller (for `interrupts-extended`, of the first entry).
     pub interrupt_parent: Option<u32>,
+    /// Phandle of the interrupt controller of each entry of `irqs` (same order): the
+    /// `interrupt-parent` found up the tree, or each `interrupts-extended` entry's own.
+    pub irq_parents: Vec<Option<u32>>,
     pub msi_parent: Option<u32>,
+    /// DeviceID the SMMU's own MSIs carry: the `msi-parent` specifier's cell when the
+    /// controller has `#msi-cells = <1>`.
+    pub msi_device_id: Option<u32>,
     /// Vendor erratum properties, e.g. "hisilicon,broken-prefetch-cmd".
     pub quirks: Vec<String>,
 }
@@ -344,6 +352,14 @@ pub struct Platform {
     pub masters: Vec<Master>,
     pub direct_maps: Vec<DirectMap>,
     pub errors: Vec<NodeError>,
+}
+
+impl Gic {
+    /// The interrupt controller with phandle `parent` is this GIC (an unknown parent,
+    /// `None`, is not: its specifier cannot be read as a GIC one).
+    pub fn is_parent(&self, parent: Option<u32>) -> bool {
+        parent.is_some() && parent == self.phandle
+    }
 }
 
 impl Platform {

@@ -159,7 +159,7 @@ impl Ctx<'_, '_> {
                 }
             }
         }
-        Some(Gic { node: t.path(n).to_string(), version, dist_base, dist_size, redist, its })
+        Some(Gic { node: t.path(n).to_string(), phandle: t.phandle_of(n), version, dist_base, dist_size, redist, its })
     }
 
     /// PSCI conduit from the first `arm,psci*` node (normally `/psci`).

@@ -20,6 +20,7 @@ const MALFORMED: &[u8] = include_bytes!("../../tests/dt/malformed.dtb");
 const ROCK5B: &[u8] = include_bytes!("../../tests/dt/boards/rk3588-rock-5b.dtb");
 const IMX95: &[u8] = include_bytes!("../../tests/dt/boards/imx95-19x19-evk.dtb");
 const D05: &[u8] = include_bytes!("../../tests/dt/boards/hip07-d05.dtb");
+const IRQ_PARENTS: &[u8] = include_bytes!("../../tests/dt/irq-parents.dtb");
 const QEMU_SMMUV3_JSON: &str = include_str!("../../tests/dt/qemu-virt-smmuv3.json");
 const NESTED_JSON: &str = include_str!("../../tests/dt/smmu-nested.json");
 
@@ -422,7 +423,7 @@ impl XorShift {
 /// mutated blobs still described successfully.
 fn mutate_and_describe(iterations: usize, seed: u64) -> usize {
     // QEMU's and real boards' DTBs (4-cell GIC, mbigen, nested buses), plus our own.
-    let fixtures: [&[u8]; 7] = [QEMU_SMMUV3, NESTED, MALFORMED, QEMU_EL2, ROCK5B, IMX95, D05];
+    let fixtures: [&[u8]; 8] = [QEMU_SMMUV3, NESTED, MALFORMED, QEMU_EL2, ROCK5B, IMX95, D05, IRQ_PARENTS];
     let mut rng = XorShift(seed);
     let mut ok = 0;
     for i in 0..iterations {
@@ -509,4 +510,65 @@ fn real_dtbs_truncated_and_absurd() {
             assert!(describe(&b).is_err() || field >= 32, "absurd header field at {field} accepted");
         }
     }
+}
+
+#[test]
+fn gic_phandle_and_smmu_line_parents() {
+    // QEMU: every SMMU line inherits the root's interrupt-parent, the GIC (0x8002).
+    let p = describe(QEMU_SMMUV3).unwrap();
+    let gic = p.gic.as_ref().unwrap();
+    assert_eq!(gic.phandle, Some(0x8002));
+    assert_eq!(p.smmus[0].irq_parents, vec![Some(0x8002); 4]);
+    assert!(p.smmus[0].irq_parents.iter().all(|&ph| gic.is_parent(ph)));
+    assert_eq!((p.smmus[0].msi_parent, p.smmus[0].msi_device_id), (None, None));
+    // HiSilicon D05: the enabled SMMUs sit behind an mbigen, not the GIC.
+    let p = describe(D05).unwrap();
+    let gic = p.gic.as_ref().unwrap();
+    assert!(gic.phandle.is_some());
+    let wired: Vec<&Smmu> = p.smmus.iter().filter(|s| !s.irqs.is_empty()).collect();
+    assert!(!wired.is_empty());
+    for s in wired {
+        assert_eq!(s.irq_parents.len(), s.irqs.len(), "{}", s.node);
+        assert!(s.irq_parents.iter().all(|&ph| ph.is_some() && !gic.is_parent(ph)), "{}: {:?}", s.node, s.irq_parents);
+    }
+}
+
+#[test]
+fn crafted_interrupt_parents() {
+    let p = describe(IRQ_PARENTS).unwrap();
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    let gic = p.gic.as_ref().unwrap();
+    let gic_ph = gic.phandle.unwrap();
+    let by = |node: &str| p.smmus.iter().find(|s| s.node == node).unwrap();
+    let on_gic = |s: &Smmu| s.irq_parents.iter().map(|&ph| gic.is_parent(ph)).collect::<Vec<_>>();
+
+    // 1. Inherited from the root: the GIC.
+    let s = by("/iommu@1000000");
+    assert_eq!(s.irqs, vec![irq("eventq", &[0, 74, 1]), irq("gerror", &[0, 77, 1])]);
+    assert_eq!(s.irq_parents, vec![Some(gic_ph); 2]);
+    // 2. Its own interrupt-parent, the 2-cell mbigen; msi-parent with a DeviceID.
+    let s = by("/iommu@2000000");
+    assert_eq!(s.irqs, vec![irq("eventq", &[0x2dd, 1]), irq("gerror", &[0x2de, 1])]);
+    assert_eq!(on_gic(s), [false, false]);
+    assert_eq!(s.msi_device_id, Some(0x40000));
+    assert_eq!(s.msi_parent, gic.its.first().map(|i| i.phandle));
+    // 3. Inherited from its bus: the sysirq, although its cells read like a GIC SPI.
+    let s = by("/bus@3000000/iommu@0");
+    assert_eq!(s.irqs, vec![irq("combined", &[0, 80, 1])]);
+    assert_eq!(on_gic(s), [false]);
+    assert!(s.irq_parents[0].is_some() && s.irq_parents[0] == s.interrupt_parent);
+    // 4. interrupts-extended: one line each; `interrupt_parent` is only the first's.
+    let s = by("/iommu@4000000");
+    assert_eq!(s.irqs, vec![irq("eventq", &[0, 90, 1]), irq("gerror", &[0, 91, 4])]);
+    assert_eq!(on_gic(s), [true, false]);
+    assert_eq!(s.interrupt_parent, Some(gic_ph));
+    // 5. Combined to the GIC.
+    let s = by("/iommu@5000000");
+    assert_eq!(on_gic(s), [true]);
+    assert_eq!(s.msi_device_id, Some(0x50000));
+    // An unknown controller is never the GIC, not even a GIC without a phandle.
+    assert!(!gic.is_parent(None));
+    let mut anon = gic.clone();
+    anon.phandle = None;
+    assert!(!anon.is_parent(None));
 }

@@ -11,7 +11,7 @@ pub mod smmuv3;
 pub mod domain;
 #[cfg(target_os = "none")]
 pub mod hwmem;
-#[cfg(target_os = "none")]
+/// SMMU interrupts: which DT line does what and the MSI encodings (pure); wiring target-only.
 pub mod irq;
 #[cfg(target_os = "none")]
 pub mod registry;

@@ -1,4 +1,4 @@
-//! GICv3 bring-up from the platform description: distributor, this CPU's redistributor
+//! GICv3 bring-up from the platform description: distributor, each CPU's redistributor
 //! (found by affinity), CPU interface, and the LPI configuration and pending tables.
 //!
 //! Per-interrupt configuration of SPIs and PPIs (group, priority, trigger, routing,
@@ -47,8 +47,21 @@ pub struct Lpis {
     free: Vec<u32>,
 }
 
+/// A secondary CPU's redistributor (its SGIs and PPIs are configured here; any CPU
+/// may write it, only its own CPU receives what it enables).
+struct CpuRd {
+    mpidr: u64,
+    rd_base: u64,
+    rd: &'static GicrRd,
+    gicr: GicRedistributor<'static>,
+}
+
 pub struct Gic {
     pub dist_base: u64,
+    /// The DT's redistributor regions, searched again for each secondary CPU.
+    redist: Vec<dt::Region>,
+    /// Redistributors of the secondary CPUs brought up by `add_cpu`.
+    others: Vec<CpuRd>,
     gicd: GicDistributor<'static>,
     head: &'static GicdHead,
     gicr: GicRedistributor<'static>,
@@ -69,6 +82,9 @@ pub struct Gic {
 // SAFETY: the register views are device memory owned by this driver; the GIC mutex
 // serialises every access that is not a CPU system register.
 unsafe impl Send for Gic {}
+
+/// The MPIDR bits that name a CPU (Aff3, Aff2, Aff1, Aff0).
+pub const MPIDR_AFF_MASK: u64 = 0xff_00ff_ffff;
 
 fn this_mpidr() -> u64 {
     crate::arch::mpidr()
@@ -125,10 +141,7 @@ impl Gic {
             return Err(IrqError::Unsupported("GICv2 (only GICv3 is driven)"));
         }
         // The CPU interface first: without SRE there are no ICC_* registers.
-        GicCpuInterface::enable_system_register_el1();
-        if icc_sre() & 1 == 0 {
-            return Err(IrqError::Unsupported("ICC_SRE_EL1.SRE stays 0 (system register interface disabled)"));
-        }
+        enable_sre()?;
         let mpidr = this_mpidr();
         let rd = find_redistributor(&desc.redist, mpidr).ok_or(IrqError::NoRedistributor { mpidr })?;
         let rd_base = rd as *const GicrRd as u64;
@@ -151,6 +164,8 @@ impl Gic {
         let processor_number = rd.typer.read(GICR_TYPER::PROCESSOR_NUMBER) as u16;
         let mut g = Gic {
             dist_base: desc.dist_base,
+            redist: desc.redist.clone(),
+            others: Vec::new(),
             gicd,
             head,
             gicr,
@@ -202,15 +217,49 @@ impl Gic {
         Ok(())
     }
 
-    /// Wake the redistributor (bounded), then every SGI/PPI disabled and Group 1.
     fn init_redistributor(&mut self) -> Result<(), IrqError> {
-        self.rd.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
-        wait_clear("GICR_WAKER.ChildrenAsleep", || self.rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP))?;
-        self.gicr.enable_all_interrupts(false);
-        self.wait_rd_rwp()?;
-        for id in IntId::private() {
-            self.gicr.set_group(id, Group::Group1NS).map_err(IrqError::Gic)?;
-            self.gicr.set_interrupt_priority(id, DEFAULT_PRIORITY).map_err(IrqError::Gic)?;
+        init_redistributor(self.rd, &mut self.gicr)
+    }
+
+    /// Bring up the redistributor of the CPU with affinity `mpidr` (a secondary, from
+    /// that CPU): found by GICR_TYPER.Affinity, woken, every SGI/PPI disabled and Group 1.
+    /// Its CPU interface is the caller's (`init_cpu_interface` on that CPU).
+    pub fn add_cpu(&mut self, mpidr: u64) -> Result<u64, IrqError> {
+        let mpidr = mpidr & MPIDR_AFF_MASK;
+        if let Some(c) = self.others.iter().find(|c| c.mpidr == mpidr) {
+            return Ok(c.rd_base);
+        }
+        let rd = find_redistributor(&self.redist, mpidr).ok_or(IrqError::NoRedistributor { mpidr })?;
+        let rd_base = rd as *const GicrRd as u64;
+        if rd_base == self.rd_base {
+            return Err(IrqError::NoRedistributor { mpidr });
+        }
+        let ptr = NonNull::new(rd_base as *mut GicrSgi).ok_or(IrqError::NoRedistributor { mpidr })?;
+        // SAFETY: the RD+SGI frames of this CPU's redistributor, found by affinity in the
+        // regions the DT gives, device memory owned by this driver; nothing else has a
+        // handle on them (`others` holds at most one per MPIDR, the boot CPU's is apart).
+        let mut gicr = GicRedistributor::new(unsafe { UniqueMmioPointer::new(ptr) });
+        init_redistributor(rd, &mut gicr)?;
+        self.others.push(CpuRd { mpidr, rd_base, rd, gicr });
+        Ok(rd_base)
+    }
+
+    /// Enable or disable SGI/PPI `intid` in the redistributor of the CPU with affinity
+    /// `mpidr` (the boot CPU's or one `add_cpu` brought up). Disabling waits for RWP.
+    pub fn set_private_enabled(&mut self, mpidr: u64, intid: u32, on: bool) -> Result<(), IrqError> {
+        let id = IntId::try_from(intid).map_err(|_| IrqError::BadIntid(intid))?;
+        if !id.is_private() {
+            return Err(IrqError::BadIntid(intid));
+        }
+        let mpidr = mpidr & MPIDR_AFF_MASK;
+        if mpidr == self.mpidr & MPIDR_AFF_MASK {
+            return self.set_enabled(intid, on);
+        }
+        let c = self.others.iter_mut().find(|c| c.mpidr == mpidr).ok_or(IrqError::NoRedistributor { mpidr })?;
+        c.gicr.enable_interrupt(id, on).map_err(IrqError::Gic)?;
+        if !on {
+            let rd = c.rd;
+            wait_clear("GICR_CTLR.RWP", || rd.ctlr.is_set(GICR_CTLR::RWP))?;
         }
         Ok(())
     }
@@ -344,6 +393,45 @@ impl Gic {
     }
 }
 
+/// Wake a redistributor (GICR_WAKER, bounded), then every SGI/PPI disabled, Group 1,
+/// default priority.
+fn init_redistributor(rd: &GicrRd, gicr: &mut GicRedistributor<'_>) -> Result<(), IrqError> {
+    rd.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
+    wait_clear("GICR_WAKER.ChildrenAsleep", || rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP))?;
+    gicr.enable_all_interrupts(false);
+    wait_clear("GICR_CTLR.RWP", || rd.ctlr.is_set(GICR_CTLR::RWP))?;
+    for id in IntId::private() {
+        gicr.set_group(id, Group::Group1NS).map_err(IrqError::Gic)?;
+        gicr.set_interrupt_priority(id, DEFAULT_PRIORITY).map_err(IrqError::Gic)?;
+    }
+    Ok(())
+}
+
+/// System register interface on for this CPU; an error if it stays off.
+pub fn enable_sre() -> Result<(), IrqError> {
+    GicCpuInterface::enable_system_register_el1();
+    if icc_sre() & 1 == 0 {
+        return Err(IrqError::Unsupported("ICC_SRE_EL1.SRE stays 0 (system register interface disabled)"));
+    }
+    Ok(())
+}
+
+/// ICC_CTLR_EL1.RSS: this CPU interface can target Aff0 values 16..255 in SGIs.
+pub fn sgi_range_selector() -> bool {
+    let v: u64;
+    // SAFETY: reading ICC_CTLR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, s3_0_c12_c12_4", out(reg) v, options(nomem, nostack)) };
+    v & (1 << 18) != 0
+}
+
+/// Write ICC_SGI1R_EL1 (`super::sgi1r`'s encoding): generate a Group 1 SGI. Earlier
+/// stores are made visible first (the receiver looks for what it was woken for).
+pub fn write_sgi1r(v: u64) {
+    // SAFETY: ICC_SGI1R_EL1 only makes an SGI pending at the CPUs it names; the DSB
+    // orders this CPU's earlier stores before it (as Linux gic_ipi_send_mask does).
+    unsafe { asm!("dsb ishst", "msr s3_0_c12_c11_5, {}", "isb", in(reg) v, options(nostack)) };
+}
+
 fn icc_sre() -> u64 {
     let v: u64;
     // SAFETY: reading ICC_SRE_EL1 has no side effects.
@@ -351,8 +439,8 @@ fn icc_sre() -> u64 {
     v
 }
 
-/// Priority mask, no preemption groups, EOI also deactivates, Group 1 on.
-fn init_cpu_interface() {
+/// Priority mask, no preemption groups, EOI also deactivates, Group 1 on (this CPU).
+pub fn init_cpu_interface() {
     GicCpuInterface::set_priority_mask(PMR);
     // SAFETY: ICC_BPR1_EL1 = 0 and ICC_CTLR_EL1 = 0 (EOImode 0: a write to EOIR drops
     // the priority and deactivates) only change how this CPU's interface behaves.

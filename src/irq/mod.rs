@@ -1,9 +1,11 @@
-//! Interrupts: the GICv3 from the device tree (distributor, this CPU's redistributor,
-//! CPU interface), LPIs through the ITS for MSIs, and a handler table by INTID.
+//! Interrupts: the GICv3 from the device tree (distributor, every CPU's redistributor
+//! and CPU interface), SGIs between CPUs, LPIs through the ITS for MSIs, and a handler
+//! table by INTID shared by all CPUs.
 //!
-//! Handlers run with IRQs masked, from the exception vector, and must not block: they
-//! may not take a lock that the interrupted code could hold (use `try_lock`), nor
-//! allocate, nor print. Everything they count is in atomics.
+//! Handlers run with IRQs masked, from the exception vector (or from an idle secondary
+//! CPU after WFI), and must not block: they may not take a lock that the interrupted
+//! code could hold (use `try_lock`), nor allocate, nor print. Everything they count is
+//! in atomics.
 
 pub mod its_cmd;
 
@@ -24,6 +26,26 @@ pub use hw::*;
 pub enum Trigger {
     Edge,
     Level,
+}
+
+/// The SGI that wakes an idle secondary CPU to look for a job (`arch::smp::run_on`).
+pub const SGI_WAKE: u32 = 0;
+
+/// ICC_SGI1R_EL1 for SGI `sgi` (0..15) to the one CPU with affinity `mpidr`, or `None`
+/// if `sgi` is not an SGI or Aff0 >= 16 needs a range selector the CPU interface lacks.
+/// Fields (GICv3 spec, ICC_SGI1R_EL1): TargetList [15:0] (bit Aff0 % 16), Aff1 [23:16],
+/// INTID [27:24], Aff2 [39:32], IRM [40] = 0 (the list, not "all but me"),
+/// RS [47:44] (Aff0 / 16), Aff3 [55:48].
+pub fn sgi1r(sgi: u32, mpidr: u64, range_selector: bool) -> Option<u64> {
+    if sgi > 15 {
+        return None;
+    }
+    let aff0 = mpidr & 0xff;
+    if aff0 >= 16 && !range_selector {
+        return None;
+    }
+    let (aff1, aff2, aff3) = ((mpidr >> 8) & 0xff, (mpidr >> 16) & 0xff, (mpidr >> 32) & 0xff);
+    Some((1 << (aff0 % 16)) | (aff1 << 16) | (u64::from(sgi) << 24) | (aff2 << 32) | ((aff0 / 16) << 44) | (aff3 << 48))
 }
 
 /// A GIC interrupt specifier from the device tree (`<type number flags>`, the
@@ -148,6 +170,8 @@ mod hw {
         }
         *GIC.lock() = Some(g);
         crate::arch::exceptions::set_irq_handler(handle_irq);
+        // The wake SGI has nothing to do: being taken is what wakes a CPU from WFI.
+        register(super::SGI_WAKE, |_| {})?;
         READY.store(true, Ordering::SeqCst);
         unmask();
         match problems.into_iter().next() {
@@ -158,6 +182,55 @@ mod hw {
 
     pub fn ready() -> bool {
         READY.load(Ordering::SeqCst)
+    }
+
+    /// Interrupts for a secondary CPU, run on that CPU: its redistributor (found by its
+    /// MPIDR, woken) and CPU interface (SRE, PMR, Group 1 on), and `SGI_WAKE` enabled.
+    /// IRQs stay masked (DAIF.I): the CPU takes them in `service_pending`, after WFI.
+    pub fn init_this_cpu() -> Result<(), IrqError> {
+        if !ready() {
+            return Err(IrqError::NotReady);
+        }
+        super::gic::enable_sre()?;
+        let mpidr = crate::arch::mpidr();
+        if super::sgi1r(super::SGI_WAKE, mpidr, super::gic::sgi_range_selector()).is_none() {
+            return Err(IrqError::Unsupported("Aff0 >= 16 without ICC_CTLR_EL1.RSS: no SGI can reach this CPU"));
+        }
+        with_gic(|g| g.add_cpu(mpidr).map(|_| ()))?;
+        super::gic::init_cpu_interface();
+        set_private_enabled(mpidr, super::SGI_WAKE, true)
+    }
+
+    /// Enable or disable SGI/PPI `intid` on the CPU with affinity `mpidr` (its
+    /// redistributor must be up: the boot CPU's, or a secondary's after `init_this_cpu`).
+    pub fn set_private_enabled(mpidr: u64, intid: u32, on: bool) -> Result<(), IrqError> {
+        if on && slot(intid).is_none_or(|s| s.handler.load(Ordering::SeqCst) == 0) {
+            return Err(IrqError::NoHandler(intid));
+        }
+        with_gic(|g| g.set_private_enabled(mpidr, intid, on))
+    }
+
+    /// Send SGI `sgi` to the CPU with affinity `mpidr` (Group 1, by affinity). Stores
+    /// made before the call are visible to that CPU when it takes the SGI.
+    pub fn send_sgi(sgi: u32, mpidr: u64) -> Result<(), IrqError> {
+        if !ready() {
+            return Err(IrqError::NotReady);
+        }
+        let v = super::sgi1r(sgi, mpidr, super::gic::sgi_range_selector()).ok_or(IrqError::BadIntid(sgi))?;
+        super::gic::write_sgi1r(v);
+        Ok(())
+    }
+
+    /// Take what is pending at this CPU's interface with IRQs masked (an idle CPU after
+    /// WFI): acknowledge, dispatch, EOI, bounded. Returns how many were handled; finding
+    /// nothing (a spurious wake-up) is not counted as an anomaly.
+    pub fn service_pending() -> usize {
+        use arm_gic::InterruptGroup;
+        use arm_gic::gicv3::GicCpuInterface;
+        if GicCpuInterface::get_pending_interrupt(InterruptGroup::Group1).is_none() {
+            return 0;
+        }
+        dispatch()
     }
 
     /// Clear DAIF.I: IRQs are taken from now on.
@@ -268,21 +341,29 @@ mod hw {
         (SPURIOUS.load(Ordering::SeqCst), UNHANDLED.load(Ordering::SeqCst))
     }
 
-    /// The IRQ exception: acknowledge, dispatch, EOI, until nothing is pending (bounded).
+    /// The IRQ exception (on any CPU): acknowledge, dispatch, EOI, until nothing is
+    /// pending (bounded).
     fn handle_irq() {
+        dispatch();
+    }
+
+    /// Acknowledge, dispatch, EOI until nothing is pending, at most MAX_PER_EXCEPTION.
+    fn dispatch() -> usize {
         use arm_gic::InterruptGroup;
         use arm_gic::gicv3::GicCpuInterface;
+        let mut handled = 0;
         for _ in 0..MAX_PER_EXCEPTION {
             let Some(id) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) else {
                 SPURIOUS.fetch_add(1, Ordering::Relaxed);
-                return;
+                return handled;
             };
             let intid = id.raw_value();
             if (1020..1024).contains(&intid) {
                 // Special INTIDs are not acknowledged, so there is nothing to EOI.
                 SPURIOUS.fetch_add(1, Ordering::Relaxed);
-                return;
+                return handled;
             }
+            handled += 1;
             match slot(intid) {
                 Some(s) => {
                     s.count.fetch_add(1, Ordering::SeqCst);
@@ -301,9 +382,10 @@ mod hw {
             }
             GicCpuInterface::end_interrupt(id, InterruptGroup::Group1);
             if GicCpuInterface::get_pending_interrupt(InterruptGroup::Group1).is_none() {
-                return;
+                return handled;
             }
         }
+        handled
     }
 
     /// An MSI the device must write: `data` to `doorbell` (the ITS's GITS_TRANSLATER,
@@ -386,5 +468,21 @@ mod tests {
         // Real boards: RK3588 (4 cells, edge), HiSilicon D05 (behind mbigen, 2 cells).
         assert_eq!(gic_spec_to_intid(&[0, 0x171, 1, 0]), Some((401, Trigger::Edge)));
         assert_eq!(gic_spec_to_intid(&[0x2dd, 1]), None, "another controller's 2-cell format");
+    }
+
+    #[test]
+    fn sgi1r_by_affinity() {
+        // QEMU virt CPU 1: MPIDR Aff0 = 1 -> TargetList bit 1, INTID in [27:24].
+        assert_eq!(sgi1r(0, 0x1, false), Some(0b10));
+        assert_eq!(sgi1r(7, 0x1, false), Some((7 << 24) | 0b10));
+        // Aff1/Aff2/Aff3 land in their fields, Aff0 picks the list bit.
+        assert_eq!(sgi1r(3, 0x12_0004_0305, false), Some((1 << 5) | (3 << 16) | (3 << 24) | (4 << 32) | (0x12 << 48)));
+        assert_eq!(sgi1r(1, 0x0004_0000, false), Some(1 | (1 << 24) | (4 << 32)));
+        // Aff0 >= 16 needs the range selector: RS = Aff0 / 16.
+        assert_eq!(sgi1r(2, 0x23, false), None);
+        assert_eq!(sgi1r(2, 0x23, true), Some((1 << 3) | (2 << 24) | (2 << 44)));
+        // IRM stays 0 (a list, never "everyone else"); SGIs stop at 15.
+        assert_eq!(sgi1r(15, 0x0, false).map(|v| v & (1 << 40)), Some(0));
+        assert_eq!(sgi1r(16, 0x1, false), None);
     }
 }

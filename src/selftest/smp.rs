@@ -1,6 +1,7 @@
 //! Concurrency suite: secondary CPUs brought up with PSCI CPU_ON map, unmap and run
 //! DMA at the same time as the boot CPU, in one domain, thousands of rounds: no lost
-//! or stale translation, no deadlock (every wait bounded).
+//! or stale translation, no deadlock (every wait bounded). Idle secondaries sleep in
+//! WFI and take the SGIs sent to them.
 
 use super::dma::{Guarded, copy_and_check};
 use super::{Ctx, Test};
@@ -19,6 +20,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 pub static TESTS: &[Test] = &[
     Test { suite: "smp", name: "secondaries_online", run: secondaries_online },
     Test { suite: "smp", name: "parallel_map_unmap_dma", run: parallel_map_unmap_dma },
+    Test { suite: "smp", name: "idle_secondaries_sleep", run: idle_secondaries_sleep },
+    Test { suite: "smp", name: "sgi_reaches_its_target", run: sgi_reaches_its_target },
 ];
 
 fn secondaries_online(c: &Ctx) -> Outcome {
@@ -161,4 +164,140 @@ fn parallel_map_unmap_dma(_: &Ctx) -> Outcome {
     ensure!(mine + theirs == 0, "{} errors, first: {:?}", mine + theirs, first_err.lock().clone());
     drop(bufs);
     Outcome::Pass
+}
+
+/// Secondaries must be online and woken by SGI whenever the GIC is up; skip otherwise.
+fn need_wfi_secondaries(c: &Ctx) -> Result<Vec<usize>, Outcome> {
+    if c.platform.cpus.len() < 2 {
+        return Err(Outcome::Skip("one CPU in this machine (QEMU -smp 1)".into()));
+    }
+    if !crate::irq::ready() {
+        return Err(Outcome::Skip("no interrupts: secondaries wait in WFE".into()));
+    }
+    let cpus: Vec<usize> = (1..smp::MAX_CPUS).filter(|&c| smp::is_online(c)).collect();
+    if cpus.is_empty() {
+        return Err(Outcome::Fail("no secondary CPU online".into()));
+    }
+    if let Some(&c) = cpus.iter().find(|&&c| !smp::sleeps_in_wfi(c)) {
+        return Err(Outcome::Fail(format!("CPU {c} waits in WFE although the GIC is up: {:?}", smp::idle_summary())));
+    }
+    Ok(cpus)
+}
+
+/// How long an idle CPU is watched, and how many wake-ups it may have meanwhile
+/// (spurious WFI wake-ups are allowed; a WFE loop under QEMU TCG wakes thousands of times).
+const IDLE_WATCH_MS: u64 = 50;
+const IDLE_WAKES_MAX: u64 = 3;
+
+/// An idle secondary sleeps: over 50 ms its idle loop wakes (almost) never, yet a job
+/// posted to it is picked up at once (the wake-up SGI), every time.
+fn idle_secondaries_sleep(c: &Ctx) -> Outcome {
+    let cpus = match need_wfi_secondaries(c) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    for cpu in cpus {
+        // Let it settle after whatever it ran last.
+        if let Err(e) = smp::run_on(cpu, Box::new(|| {})).and_then(|t| smp::wait(cpu, t, 1000)) {
+            return Outcome::Fail(format!("{e}"));
+        }
+        crate::arch::timer::delay_us(1000);
+        let w0 = smp::idle_wakes(cpu);
+        crate::arch::timer::delay_us(IDLE_WATCH_MS * 1000);
+        let idle = smp::idle_wakes(cpu) - w0;
+        ensure!(idle <= IDLE_WAKES_MAX, "CPU {cpu} woke {idle} times in {IDLE_WATCH_MS} ms with nothing to do");
+        // Wake-up latency: post an empty job, wait for it, 50 times.
+        let mut lat = Vec::new();
+        for _ in 0..50 {
+            let t0 = crate::arch::timer::ticks();
+            match smp::run_on(cpu, Box::new(|| {})).and_then(|t| smp::wait(cpu, t, 100)) {
+                Ok(()) => lat.push(crate::arch::timer::ticks_to_us(crate::arch::timer::ticks() - t0)),
+                Err(e) => return Outcome::Fail(format!("job {} not picked up: {e}", lat.len())),
+            }
+        }
+        lat.sort_unstable();
+        crate::kprintln!(
+            "smp: CPU {cpu} idle {IDLE_WATCH_MS} ms: {idle} wake-ups; job wake-up latency median {} us, max {} us",
+            lat[lat.len() / 2],
+            lat[lat.len() - 1]
+        );
+    }
+    Outcome::Pass
+}
+
+/// An SGI no one else uses (0 is the wake-up SGI).
+const SGI_PING: u32 = 7;
+static PINGED_BY: AtomicU64 = AtomicU64::new(u64::MAX);
+static PINGS: AtomicU64 = AtomicU64::new(0);
+
+fn ping_handler(_: u32) {
+    PINGED_BY.store(crate::arch::mpidr() & crate::irq::gic::MPIDR_AFF_MASK, Ordering::SeqCst);
+    PINGS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// An SGI sent to a CPU by affinity is taken by that CPU (its handler sees that CPU's
+/// MPIDR), exactly once; sent to the boot CPU it is taken there; disabled on the
+/// target it stays pending and is taken once enabled again.
+fn sgi_reaches_its_target(c: &Ctx) -> Outcome {
+    let cpus = match need_wfi_secondaries(c) {
+        Ok(c) => c,
+        Err(o) => return o,
+    };
+    let boot = crate::arch::mpidr() & crate::irq::gic::MPIDR_AFF_MASK;
+    let mut targets: Vec<u64> = cpus.iter().map(|&c| smp::mpidr_of(c)).collect();
+    targets.push(boot);
+    if let Err(e) = crate::irq::register(SGI_PING, ping_handler) {
+        return Outcome::Fail(format!("register SGI {SGI_PING}: {e}"));
+    }
+    let r = (|| -> Result<(), alloc::string::String> {
+        for &m in &targets {
+            crate::irq::set_private_enabled(m, SGI_PING, true).map_err(|e| format!("enable on {m:#x}: {e}"))?;
+        }
+        let wait_ping = |n: u64| {
+            let d = crate::arch::timer::Deadline::after_ms(50);
+            while PINGS.load(Ordering::SeqCst) < n && !d.expired() {
+                core::hint::spin_loop();
+            }
+            crate::arch::timer::delay_us(1000);
+        };
+        for &m in &targets {
+            let n0 = PINGS.load(Ordering::SeqCst);
+            PINGED_BY.store(u64::MAX, Ordering::SeqCst);
+            crate::irq::send_sgi(SGI_PING, m).map_err(|e| format!("send to {m:#x}: {e}"))?;
+            wait_ping(n0 + 1);
+            let (n, by) = (PINGS.load(Ordering::SeqCst) - n0, PINGED_BY.load(Ordering::SeqCst));
+            if n != 1 || by != m {
+                return Err(format!("SGI {SGI_PING} sent to {m:#x}: taken {n} time(s), last by {by:#x}"));
+            }
+        }
+        // Disabled on the first secondary: stays pending there, never taken.
+        let m = targets[0];
+        crate::irq::set_private_enabled(m, SGI_PING, false).map_err(|e| format!("disable on {m:#x}: {e}"))?;
+        let n0 = PINGS.load(Ordering::SeqCst);
+        crate::irq::send_sgi(SGI_PING, m).map_err(|e| format!("send to {m:#x}: {e}"))?;
+        wait_ping(n0 + 1);
+        let n = PINGS.load(Ordering::SeqCst) - n0;
+        if n != 0 {
+            return Err(format!("SGI {SGI_PING} taken {n} time(s) while disabled on {m:#x}"));
+        }
+        // It stayed pending there: enabled again, it ends that CPU's WFI and is taken, once.
+        crate::irq::set_private_enabled(m, SGI_PING, true).map_err(|e| format!("enable on {m:#x}: {e}"))?;
+        wait_ping(n0 + 1);
+        let (n, by) = (PINGS.load(Ordering::SeqCst) - n0, PINGED_BY.load(Ordering::SeqCst));
+        if n != 1 || by != m {
+            return Err(format!("pending SGI {SGI_PING} enabled on {m:#x}: taken {n} time(s), last by {by:#x}"));
+        }
+        Ok(())
+    })();
+    for &m in &targets {
+        let _ = crate::irq::set_private_enabled(m, SGI_PING, false);
+    }
+    let _ = crate::irq::unregister(SGI_PING);
+    match r {
+        Ok(()) => {
+            crate::kprintln!("smp: SGI {SGI_PING} reached each of {} CPU(s) by affinity, only there", targets.len());
+            Outcome::Pass
+        }
+        Err(m) => Outcome::Fail(m),
+    }
 }

@@ -150,6 +150,8 @@ pub struct SmmuV3 {
     pub irq: &'static IrqCounters,
     /// Which wired lines are enabled in SMMU_IRQ_CTRL / routed to a handler.
     pub irq_lines: IrqLines,
+    /// SMMU_{EVENTQ,GERROR}_IRQ_CFG0/1/2 that `enable_irqs` writes (all 0: no MSI).
+    pub irq_msi: IrqMsi,
     pub sync_mode: SyncMode,
     /// GERROR bits an interrupt handler acknowledged, not yet reported by handle_gerror.
     gerror_irq_bits: u32,
@@ -235,6 +237,7 @@ impl SmmuV3 {
             quirk_no_prefetch: quirks.iter().any(|q| q == "hisilicon,broken-prefetch-cmd"),
             irq: alloc::boxed::Box::leak(alloc::boxed::Box::new(IrqCounters::default())),
             irq_lines: IrqLines::default(),
+            irq_msi: IrqMsi::default(),
             sync_mode: SyncMode::Poll,
             gerror_irq_bits: 0,
         };
@@ -624,6 +627,22 @@ pub struct IrqLines {
     pub cmdq_sync: bool,
 }
 
+/// Raw SMMU_*_IRQ_CFG0 (address), CFG1 (data), CFG2 (attributes) of one interrupt
+/// source; the encoding is the caller's (`iommu::irq::msi_cfg`). CFG0 = 0: no MSI.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MsiCfg {
+    pub cfg0: u64,
+    pub cfg1: u32,
+    pub cfg2: u32,
+}
+
+/// The MSI configuration of the event queue and global error interrupts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IrqMsi {
+    pub evtq: MsiCfg,
+    pub gerror: MsiCfg,
+}
+
 /// How `run` learns that its CMD_SYNC completed (`smmu.sync=poll|irq`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -638,14 +657,20 @@ pub enum SyncMode {
 const SYNC_IRQ: Command = Command::Sync { cs: SyncCs::Irq, msh: 0, msiattr: 0, msidata: 0, msiaddr: 0 };
 
 impl SmmuV3 {
-    /// Enable the wired interrupts in `lines` in SMMU_IRQ_CTRL (IRQ_CTRLACK polled,
-    /// bounded). The caller has routed each line to a handler first. PRI is not used.
+    /// Enable the interrupts in `lines` in SMMU_IRQ_CTRL (IRQ_CTRLACK polled, bounded),
+    /// signalled as `irq_msi` says (MSIs, or wired with CFG0 = 0). The caller has routed
+    /// each to a handler first. PRI is not used.
     pub fn enable_irqs(&mut self, lines: IrqLines) -> Result<(), SmmuError> {
         self.write_irq_ctrl(0)?;
         if self.features.msi {
-            // Wired, not message-signalled: an MSI address of 0 writes nothing.
-            self.p0.eventq_irq_cfg0.set(0);
-            self.p0.gerror_irq_cfg0.set(0);
+            // Written while IRQ_CTRL has them off, as the spec requires.
+            let m = self.irq_msi;
+            self.p0.eventq_irq_cfg0.set(m.evtq.cfg0);
+            self.p0.eventq_irq_cfg1.set(m.evtq.cfg1);
+            self.p0.eventq_irq_cfg2.set(m.evtq.cfg2);
+            self.p0.gerror_irq_cfg0.set(m.gerror.cfg0);
+            self.p0.gerror_irq_cfg1.set(m.gerror.cfg1);
+            self.p0.gerror_irq_cfg2.set(m.gerror.cfg2);
         }
         let mut v = 0;
         if lines.evtq {
@@ -711,10 +736,12 @@ impl SmmuV3 {
 
     /// Global error interrupt: a lost event record is the event queue's business;
     /// everything else except CMDQ_ERR (the command path owns it) is acknowledged now
-    /// and reported by the next `handle_gerror`. Allocation-free.
-    pub fn on_gerror_irq(&mut self) {
+    /// and reported by the next `handle_gerror`. Allocation-free. Returns whether any
+    /// GERROR bit was active (a `combined` line's handler counts only those).
+    pub fn on_gerror_irq(&mut self) -> bool {
         self.stats.gerror_irqs = self.irq.gerror.load(Ordering::SeqCst);
         let active = self.p0.gerror.get() ^ self.p0.gerrorn.get();
+        let any = active != 0;
         if active & GERROR_EVTQ_ABT_ERR != 0 {
             self.drain_events();
         }
@@ -725,6 +752,7 @@ impl SmmuV3 {
             self.gerror_irq_bits |= active;
             self.stats.gerrors += u64::from(active.count_ones());
         }
+        any
     }
 
     /// (PROD, CONS) of the event queue as the SMMU sees them now.
