@@ -215,26 +215,30 @@ mod hw {
         unsafe { &*(data as *const LineCtx) }
     }
 
-    /// Drain the event queue now, unless the interrupted code holds the registry (then
-    /// the events wait for its next `drain_events` or the next interrupt).
-    fn evtq_handler(_intid: u32, data: usize) {
-        let c = ctx(data);
-        c.counters.evtq.fetch_add(1, Ordering::SeqCst);
+    /// Run `f` on the line's SMMU now, unless the interrupted code holds the registry (then
+    /// the work waits for its next `drain_events` or the next interrupt).
+    fn with_dev(c: &LineCtx, f: impl FnOnce(&mut crate::iommu::smmuv3::device::SmmuV3)) {
         if let Some(mut reg) = REGISTRY.try_lock()
             && let Some(e) = reg.smmus.get_mut(c.smmu)
         {
-            e.dev.on_evtq_irq();
+            f(&mut e.dev);
         }
+    }
+
+    fn evtq_handler(_intid: u32, data: usize) {
+        let c = ctx(data);
+        c.counters.evtq.fetch_add(1, Ordering::SeqCst);
+        with_dev(c, |dev| {
+            dev.on_evtq_irq();
+        });
     }
 
     fn gerror_handler(_intid: u32, data: usize) {
         let c = ctx(data);
         c.counters.gerror.fetch_add(1, Ordering::SeqCst);
-        if let Some(mut reg) = REGISTRY.try_lock()
-            && let Some(e) = reg.smmus.get_mut(c.smmu)
-        {
-            e.dev.on_gerror_irq();
-        }
+        with_dev(c, |dev| {
+            dev.on_gerror_irq();
+        });
     }
 
     /// One line for everything (Linux arm_smmu_combined_irq_handler + _thread): global
@@ -243,14 +247,12 @@ mod hw {
     fn combined_handler(_intid: u32, data: usize) {
         let c = ctx(data);
         c.counters.evtq.fetch_add(1, Ordering::SeqCst);
-        if let Some(mut reg) = REGISTRY.try_lock()
-            && let Some(e) = reg.smmus.get_mut(c.smmu)
-        {
-            if e.dev.on_gerror_irq() {
+        with_dev(c, |dev| {
+            if dev.on_gerror_irq() {
                 c.counters.gerror.fetch_add(1, Ordering::SeqCst);
             }
-            e.dev.on_evtq_irq();
-        }
+            dev.on_evtq_irq();
+        });
     }
 
     /// `run` waits on this count with the registry held: count only.
