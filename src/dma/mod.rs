@@ -120,10 +120,12 @@ fn prot(dir: Direction) -> Prot {
     }
 }
 
-/// Clean for every direction, as arm64 Linux does: for FromDevice too, so no dirty line can
-/// later be evicted over what the device wrote, and bytes the device leaves alone are not
-/// lost (the invalidation comes in `sync_for_cpu`, after the DMA).
-fn sync_for_device(dev: &DmaDevice, pa: u64, len: usize, _dir: Direction) {
+/// Hand `[pa, pa + len)` to the device (Linux `dma_sync_single_for_device`; `map_single`
+/// does it, drivers call it for long-lived buffers they reuse). Clean for every direction,
+/// as arm64 Linux does: for FromDevice too, so no dirty line can later be evicted over what
+/// the device wrote, and bytes the device leaves alone are not lost (the invalidation comes
+/// in `sync_for_cpu`, after the DMA).
+pub fn sync_for_device(dev: &DmaDevice, pa: u64, len: usize, _dir: Direction) {
     if !dev.coherent {
         cache::clean(pa as usize, len);
     }
@@ -134,7 +136,9 @@ fn needs_sync_for_cpu(dev: &DmaDevice, dir: Direction) -> bool {
     !dev.coherent && dir != Direction::ToDevice
 }
 
-fn sync_for_cpu(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) {
+/// Take `[pa, pa + len)` back from the device (Linux `dma_sync_single_for_cpu`): drop stale
+/// cached copies of what it may have written.
+pub fn sync_for_cpu(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) {
     if needs_sync_for_cpu(dev, dir) {
         cache::invalidate(pa as usize, len);
     }

@@ -22,7 +22,6 @@
 //! loop stays the crate's: `read_consistent` rereads the config while its generation
 //! changes, which QEMU's never does during a read.)
 
-use crate::arch::cache;
 use crate::arch::timer::Deadline;
 use crate::bus::pci::{self, Ecam, Function};
 use crate::dma::{self, Direction, DmaDevice, DmaError, Path};
@@ -283,18 +282,14 @@ impl HalDev {
     }
 
     fn sync_rings_for_device(&self) {
-        if !self.dev.coherent {
-            for r in self.regions.iter().filter(|r| r.what == Use::Ring && !r.device_writes) {
-                cache::clean(r.cpu as usize, r.len);
-            }
+        for r in self.regions.iter().filter(|r| r.what == Use::Ring && !r.device_writes) {
+            dma::sync_for_device(&self.dev, r.cpu, r.len, Direction::ToDevice);
         }
     }
 
     fn sync_rings_for_cpu(&self) {
-        if !self.dev.coherent {
-            for r in self.regions.iter().filter(|r| r.what == Use::Ring && r.device_writes) {
-                cache::invalidate(r.cpu as usize, r.len);
-            }
+        for r in self.regions.iter().filter(|r| r.what == Use::Ring && r.device_writes) {
+            dma::sync_for_cpu(&self.dev, r.cpu, r.len, Direction::FromDevice);
         }
     }
 }
@@ -346,12 +341,7 @@ unsafe impl Hal for VirtioHal {
         with_active(|h| {
             if let Some(r) = h.region_of(pa, len) {
                 let (what, dma) = (r.what, r.dma + (pa - r.cpu));
-                if !h.dev.coherent {
-                    match dir {
-                        Direction::FromDevice => cache::invalidate(pa as usize, len),
-                        _ => cache::clean(pa as usize, len),
-                    }
-                }
+                dma::sync_for_device(&h.dev, pa, len, dir);
                 h.log.push(Handed { what, pa, dma, len });
                 return dma;
             }
@@ -382,9 +372,7 @@ unsafe impl Hal for VirtioHal {
         let dir = direction(dir);
         with_active(|h| {
             if h.region_of(pa, len).is_some() {
-                if !h.dev.coherent && dir != Direction::ToDevice {
-                    cache::invalidate(pa as usize, len);
-                }
+                dma::sync_for_cpu(&h.dev, pa, len, dir);
                 return;
             }
             if let Some(i) = h.shares.iter().position(|s| s.dma == paddr) {
