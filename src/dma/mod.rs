@@ -408,27 +408,26 @@ pub fn add_device_sids(
     let mut io = IOMMU.lock();
     // A StreamID already in use: the SMMU cannot isolate the two devices, so the new one
     // joins that master's group and domain (as Linux's pci_device_group does for aliases).
-    if let Some(peer) = io.master_with_sid(smmu, sids) {
-        let did = io.domain_of(peer).ok_or_else(|| {
-            IommuError::Config(alloc::format!("{name}: shares a StreamID with a master that has no domain"))
-        })?;
-        let m = io.add_master(name, smmu, sids, Some(peer))?;
-        for &(iova, size) in direct {
-            io.install_direct_map(did, iova, size)?;
+    let (m, did) = match io.master_with_sid(smmu, sids) {
+        Some(peer) => {
+            let did = io.domain_of(peer).ok_or_else(|| {
+                IommuError::Config(alloc::format!("{name}: shares a StreamID with a master that has no domain"))
+            })?;
+            (io.add_master(name, smmu, sids, Some(peer))?, did)
         }
-        // Rewrites the group's STEs (unchanged for the shared StreamIDs) and adds any
-        // StreamIDs only the new master has.
-        io.attach(m, did)?;
-        dev.master = Some(m);
-        return Ok(dev);
-    }
-    let m = io.add_master(name, smmu, sids, None)?;
-    let ty = if PASSTHROUGH.load(Ordering::SeqCst) { DomainType::Identity } else { DomainType::Dma };
-    let did = io.domain_alloc(smmu, ty, Stage::S1)?;
-    // Direct maps go in before the STE points at the domain: no window without them.
+        None => {
+            let m = io.add_master(name, smmu, sids, None)?;
+            let ty = if PASSTHROUGH.load(Ordering::SeqCst) { DomainType::Identity } else { DomainType::Dma };
+            (m, io.domain_alloc(smmu, ty, Stage::S1)?)
+        }
+    };
+    // Direct maps go in before the STE points at the domain: no window without them (in a
+    // shared domain they may be there already).
     for &(iova, size) in direct {
         io.install_direct_map(did, iova, size)?;
     }
+    // In a shared group this rewrites the STEs of the StreamIDs already in use unchanged and
+    // adds any only the new master has.
     io.attach(m, did)?;
     dev.master = Some(m);
     Ok(dev)
