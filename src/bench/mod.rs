@@ -34,10 +34,6 @@ fn emit(metric: &str, ours: f64, peer: Option<f64>, unit: &str) {
     }
 }
 
-fn stats() -> Stats {
-    registry::with_smmu(0, |s| s.stats).unwrap_or_default()
-}
-
 /// Commands / syncs / PROD writes for one strict unmap of `pages` 4 KiB pages.
 fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64), String> {
     let smmu = 0;
@@ -50,9 +46,9 @@ fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64), String> {
     let pa = 0x4000_1000u64;
     let r = (|| {
         io.map(did, iova, pa, pages * 4096, Prot::RO).map_err(|e| alloc::format!("{e}"))?;
-        let before = stats();
+        let before = smmu_stats(0);
         io.unmap(did, iova, pages * 4096).map_err(|e| alloc::format!("{e}"))?;
-        let after = stats();
+        let after = smmu_stats(0);
         Ok((after.commands - before.commands, after.syncs - before.syncs, after.prod_writes - before.prod_writes))
     })();
     let _ = io.domain_free(did);
@@ -60,20 +56,14 @@ fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64), String> {
     r
 }
 
-/// Median ticks of one map+unmap of a page for `dev`.
-fn map_unmap_latency(dev: &DmaDevice, pa: u64, rounds: usize) -> Result<u64, String> {
-    let mut samples: Vec<u64> = Vec::with_capacity(9);
-    for _ in 0..9 {
-        let t0 = timer::ticks();
-        for _ in 0..rounds {
-            let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
-            dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
-        }
-        samples.push((timer::ticks() - t0) / rounds as u64);
-    }
+/// Median ns of one map+unmap of a page for `dev`, deferred unmaps completed after.
+fn map_unmap_latency(dev: &DmaDevice, pa: u64, rounds: u64) -> Result<u64, String> {
+    let r = ns_per_call(rounds, &mut || {
+        let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
+        dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))
+    });
     dma::flush(dev).map_err(|e| alloc::format!("{e}"))?;
-    samples.sort_unstable();
-    Ok(samples[samples.len() / 2])
+    r
 }
 
 // ---------------------------------------------------------------------------------------
@@ -649,7 +639,7 @@ pub fn run(args: &BootArgs) -> u32 {
     if matches!(dma::path(&e.dma), Path::Iommu(_)) {
         let was = dma::strict();
         dma::set_strict(false);
-        let before = stats();
+        let before = smmu_stats(0);
         let mut ok = true;
         for _ in 0..1000 {
             match dma::map_single(&e.dma, pa, 4096, Direction::ToDevice) {
@@ -658,7 +648,7 @@ pub fn run(args: &BootArgs) -> u32 {
             }
         }
         ok &= dma::flush(&e.dma).is_ok();
-        let syncs = stats().syncs - before.syncs;
+        let syncs = smmu_stats(0).syncs - before.syncs;
         dma::set_strict(was);
         if ok {
             emit("lazy_cmd_syncs_per_1000_unmaps", syncs as f64, None, "count");
@@ -667,36 +657,16 @@ pub fn run(args: &BootArgs) -> u32 {
         }
     }
     // DMA API latency: translated strict / lazy vs bypass, in one boot.
-    let m = e.dma.master;
-    let home = m.and_then(|m| IOMMU.lock().domain_of(m));
-    let rounds = 500;
-    let strict_t = {
-        dma::set_strict(true);
-        map_unmap_latency(&e.dma, pa, rounds)
-    };
-    let lazy_t = {
-        dma::set_strict(false);
-        let r = map_unmap_latency(&e.dma, pa, rounds);
-        dma::set_strict(true);
-        r
-    };
-    let bypass_t = match (m, home) {
-        (Some(m), Some(h)) => {
-            let smmu = IOMMU.lock().masters[m].smmu;
-            let ident = IOMMU.lock().domain_alloc(smmu, DomainType::Identity, Stage::S1);
-            match ident {
-                Ok(id) => {
-                    let _ = IOMMU.lock().attach(m, id);
-                    let r = map_unmap_latency(&e.dma, pa, rounds);
-                    let _ = IOMMU.lock().attach(m, h);
-                    let _ = IOMMU.lock().domain_free(id);
-                    r
-                }
-                Err(x) => Err(alloc::format!("{x}")),
-            }
-        }
-        _ => map_unmap_latency(&e.dma, pa, rounds),
-    };
+    let latency = Modes::new(&e.dma).and_then(|modes| {
+        let mut ns = [0u64; 3];
+        let r = Mode::ALL.iter().try_for_each(|&m| {
+            modes.set(m)?;
+            ns[m.index()] = map_unmap_latency(&e.dma, pa, 500)?;
+            Ok::<(), String>(())
+        });
+        modes.restore()?;
+        r.map(|()| ns)
+    });
     dma::set_strict(false);
     match latency_breakdown(&e.dma, pa) {
         Ok(v) => {
@@ -711,14 +681,14 @@ pub fn run(args: &BootArgs) -> u32 {
     }
     dma::set_strict(true);
     frames::free(pa, 1);
-    match (strict_t, lazy_t, bypass_t) {
-        (Ok(s), Ok(l), Ok(b)) => {
-            let ns = |t: u64| timer::ticks_to_ns(t) as f64;
-            emit("map_unmap_1page_strict_ns", ns(s), Some(ns(b)), "ns");
-            emit("map_unmap_1page_lazy_ns", ns(l), Some(ns(b)), "ns");
+    match latency {
+        Ok(ns) => {
+            let b = Some(ns[Mode::Bypass.index()] as f64);
+            emit("map_unmap_1page_strict_ns", ns[Mode::Strict.index()] as f64, b, "ns");
+            emit("map_unmap_1page_lazy_ns", ns[Mode::Lazy.index()] as f64, b, "ns");
         }
-        (s, l, b) => {
-            kprintln!("bench: latency: strict {s:?} lazy {l:?} bypass {b:?}");
+        Err(x) => {
+            kprintln!("bench: latency: {x}");
             failures += 1;
         }
     }
