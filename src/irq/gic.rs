@@ -194,7 +194,7 @@ impl Gic {
     }
 
     fn wait_rd_rwp(&self) -> Result<(), IrqError> {
-        wait_clear("GICR_CTLR.RWP", || self.rd.ctlr.is_set(GICR_CTLR::RWP))
+        wait_rwp(self.rd)
     }
 
     /// Linux gic_dist_init: groups off, every SPI disabled and Group 1, then affinity
@@ -258,8 +258,7 @@ impl Gic {
         let c = self.others.iter_mut().find(|c| c.mpidr == mpidr).ok_or(IrqError::NoRedistributor { mpidr })?;
         c.gicr.enable_interrupt(id, on).map_err(IrqError::Gic)?;
         if !on {
-            let rd = c.rd;
-            wait_clear("GICR_CTLR.RWP", || rd.ctlr.is_set(GICR_CTLR::RWP))?;
+            wait_rwp(c.rd)?;
         }
         Ok(())
     }
@@ -393,13 +392,18 @@ impl Gic {
     }
 }
 
+/// A redistributor's register writes have taken effect (GICR_CTLR.RWP clear, bounded).
+fn wait_rwp(rd: &GicrRd) -> Result<(), IrqError> {
+    wait_clear("GICR_CTLR.RWP", || rd.ctlr.is_set(GICR_CTLR::RWP))
+}
+
 /// Wake a redistributor (GICR_WAKER, bounded), then every SGI/PPI disabled, Group 1,
 /// default priority.
 fn init_redistributor(rd: &GicrRd, gicr: &mut GicRedistributor<'_>) -> Result<(), IrqError> {
     rd.waker.modify(GICR_WAKER::PROCESSOR_SLEEP::CLEAR);
     wait_clear("GICR_WAKER.ChildrenAsleep", || rd.waker.is_set(GICR_WAKER::CHILDREN_ASLEEP))?;
     gicr.enable_all_interrupts(false);
-    wait_clear("GICR_CTLR.RWP", || rd.ctlr.is_set(GICR_CTLR::RWP))?;
+    wait_rwp(rd)?;
     for id in IntId::private() {
         gicr.set_group(id, Group::Group1NS).map_err(IrqError::Gic)?;
         gicr.set_interrupt_priority(id, DEFAULT_PRIORITY).map_err(IrqError::Gic)?;
