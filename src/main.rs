@@ -117,6 +117,14 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
             arch::exit::exit(7);
         }
     }
+    match args.get("iommu.granule").map(|v| (v, kernel::iommu::io_pgtable::Granule::from_arg(v))) {
+        None => {}
+        Some((_, Some(g))) => kernel::dma::set_granule(g),
+        Some((v, None)) => {
+            kprintln!("error: iommu.granule={v}: expected 4k, 16k or 64k");
+            arch::exit::exit(7);
+        }
+    }
     kernel::drivers::probe_all(&platform, &args);
     if platform.cpus.len() > 1 {
         match arch::smp::start_secondaries(&platform.cpus) {

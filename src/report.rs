@@ -15,7 +15,10 @@ fn dma_path(d: &crate::dma::DmaDevice) -> alloc::string::String {
     match crate::dma::path(d) {
         crate::dma::Path::Direct => alloc::string::String::from("direct (DMA address = physical)"),
         crate::dma::Path::Blocked => alloc::string::String::from("BLOCKED"),
-        crate::dma::Path::Iommu(did) => alloc::format!("translated, domain {did}{}", shared_group(d)),
+        crate::dma::Path::Iommu(did) => {
+            let g = crate::iommu::domain::IOMMU.lock().domain(did).map(|x| x.granule.name()).unwrap_or("?");
+            alloc::format!("translated, domain {did} ({g} pages){}", shared_group(d))
+        }
     }
 }
 

@@ -41,6 +41,11 @@ BOOTS = [
         "bootargs": ["iommu.strict=0", "expect.smmus=1"],
     },
     {
+        "name": "virt-granule64k",
+        "what": "iommu.granule=64k: default DMA domains with 64 KiB pages (sub-page buffers, remaps, faults)",
+        "bootargs": ["iommu.granule=64k", "expect.granule=64k", "expect.smmus=1"],
+    },
+    {
         "name": "virt-directmap",
         "what": "reserved-memory with iommu-addresses for the first edu (DTB patched): mapped from boot",
         "bootargs": ["test=dma::direct_map,dma::translate,boot::", "expect.smmus=1"],
@@ -264,6 +269,12 @@ BOOTS = [
         "drop": ["-semihosting-config"],
         "bootargs": ["crash=data-abort"],
         "expect_abort": {"exit": 0, "patterns": [r"Data abort", r"^KERNEL ABORTED"]},
+    },
+    {
+        "name": "bad-bootarg",
+        "what": "a boot argument the kernel cannot honour stops the boot with a message, not a guess",
+        "bootargs": ["iommu.granule=8k"],
+        "expect_abort": {"exit": 7, "patterns": [r"^error: iommu.granule=8k: expected 4k, 16k or 64k"]},
     },
     {
         "name": "soak",

@@ -11,8 +11,8 @@ use crate::drivers::EDUS;
 use crate::drivers::virtio_blk::{SECTOR_SIZE, VirtioBlk};
 use crate::drivers::{DmaEngine, EduDev};
 use crate::iommu::domain::{DomainId, MasterId};
-use crate::iommu::domain::{DomainType, IOMMU, NO_RIL, Stage};
-use crate::iommu::io_pgtable::Prot;
+use crate::iommu::domain::{DomainType, IOMMU, IommuError, NO_RIL, Stage};
+use crate::iommu::io_pgtable::{Granule, Prot};
 use crate::iommu::registry;
 use crate::iommu::smmuv3::device::Stats;
 use crate::kprintln;
@@ -78,21 +78,36 @@ enum Mode {
     Lazy,
     /// An identity domain: the SMMU passes the device's addresses through.
     Bypass,
+    /// `Strict` in a DMA domain with 64 KiB pages (`iommu.granule=64k`).
+    StrictG64k,
+    /// `Lazy` in that domain.
+    LazyG64k,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Strict, Mode::Lazy, Mode::Bypass];
+    /// What every workload compares.
+    const BASIC: [Mode; 3] = [Mode::Strict, Mode::Lazy, Mode::Bypass];
+    /// virtio-blk also runs with 64 KiB pages: a 64 KiB read is then one page to map, one
+    /// IOTLB entry and one walk instead of sixteen.
+    const WITH_G64K: [Mode; 5] = [Mode::Strict, Mode::Lazy, Mode::Bypass, Mode::StrictG64k, Mode::LazyG64k];
+    const COUNT: usize = 5;
 
     fn name(self) -> &'static str {
         match self {
             Mode::Strict => "strict",
             Mode::Lazy => "lazy",
             Mode::Bypass => "bypass",
+            Mode::StrictG64k => "strict_g64k",
+            Mode::LazyG64k => "lazy_g64k",
         }
     }
 
     fn index(self) -> usize {
         self as usize
+    }
+
+    fn lazy(self) -> bool {
+        matches!(self, Mode::Lazy | Mode::LazyG64k)
     }
 }
 
@@ -107,9 +122,9 @@ const MAP_ROUNDS: u64 = 256;
 /// burst of host load lands on all three instead of on one mode's whole run.
 const SLICES: u64 = 32;
 
-fn pass_order(p: usize) -> [Mode; 3] {
-    let mut o = Mode::ALL;
-    o.rotate_left(p % Mode::ALL.len());
+fn pass_order(modes: &[Mode], p: usize) -> Vec<Mode> {
+    let mut o = modes.to_vec();
+    o.rotate_left(p % modes.len());
     o
 }
 
@@ -117,18 +132,31 @@ fn smmu_stats(smmu: usize) -> Stats {
     registry::with_smmu(smmu, |s| s.stats).unwrap_or_default()
 }
 
-/// A device's domains for the interleaved runs: its own DMA domain (strict and lazy) and
-/// an identity domain made for the bypass runs. `restore` puts the device back home.
+/// A device's domains for the interleaved runs: its own DMA domain (strict and lazy), an
+/// identity domain made for the bypass runs and, if asked for and the SMMU has 64 KiB
+/// pages, a DMA domain with them. `restore` puts the device back home.
 struct Modes {
     master: MasterId,
     smmu: usize,
     home: DomainId,
     ident: DomainId,
+    g64k: Option<DomainId>,
+    /// The modes these domains can run.
+    list: &'static [Mode],
     was_strict: bool,
 }
 
 impl Modes {
     fn new(dev: &DmaDevice) -> Result<Modes, String> {
+        Modes::make(dev, false)
+    }
+
+    /// `new`, plus the 64 KiB-page modes when the SMMU has that granule.
+    fn with_g64k(dev: &DmaDevice) -> Result<Modes, String> {
+        Modes::make(dev, true)
+    }
+
+    fn make(dev: &DmaDevice, g64k: bool) -> Result<Modes, String> {
         let master = dev.master.ok_or("not behind an SMMU: no bypass to compare with")?;
         let mut io = IOMMU.lock();
         let home = io.domain_of(master).ok_or("the device has no domain")?;
@@ -138,26 +166,46 @@ impl Modes {
         }
         let smmu = io.masters[master].smmu;
         let ident = io.domain_alloc(smmu, DomainType::Identity, Stage::S1).map_err(|e| alloc::format!("{e}"))?;
-        Ok(Modes { master, smmu, home, ident, was_strict: dma::strict() })
+        let g64k = match g64k {
+            false => None,
+            true => match io.domain_alloc_granule(smmu, DomainType::Dma, Stage::S1, Granule::K64) {
+                Ok(d) => Some(d),
+                Err(IommuError::Unsupported(w)) => {
+                    kprintln!("bench: SMMU {smmu} lacks {w}: no 64 KiB-page runs");
+                    None
+                }
+                Err(e) => return Err(alloc::format!("64 KiB-page domain: {e}")),
+            },
+        };
+        let list: &'static [Mode] = if g64k.is_some() { &Mode::WITH_G64K } else { &Mode::BASIC };
+        Ok(Modes { master, smmu, home, ident, g64k, list, was_strict: dma::strict() })
+    }
+
+    fn domain(&self, mode: Mode) -> Result<DomainId, String> {
+        match mode {
+            Mode::Strict | Mode::Lazy => Ok(self.home),
+            Mode::Bypass => Ok(self.ident),
+            Mode::StrictG64k | Mode::LazyG64k => self.g64k.ok_or_else(|| "no 64 KiB-page domain".into()),
+        }
     }
 
     /// The DMA path a device in `mode` takes.
     fn path(&self, mode: Mode) -> Path {
-        match mode {
-            Mode::Bypass => Path::Direct,
-            _ => Path::Iommu(self.home),
+        match (mode, self.domain(mode)) {
+            (Mode::Bypass, _) | (_, Err(_)) => Path::Direct,
+            (_, Ok(did)) => Path::Iommu(did),
         }
     }
 
     /// Move the device to `mode`'s domain and strictness. The caller has made sure nothing
     /// of the device is mapped in the domain it leaves, and that it does no DMA meanwhile.
     fn set(&self, mode: Mode) -> Result<(), String> {
-        let did = if mode == Mode::Bypass { self.ident } else { self.home };
+        let did = self.domain(mode)?;
         let mut io = IOMMU.lock();
         if io.domain_of(self.master) != Some(did) {
             io.attach(self.master, did).map_err(|e| alloc::format!("attach for {}: {e}", mode.name()))?;
         }
-        dma::set_strict(mode != Mode::Lazy);
+        dma::set_strict(!mode.lazy());
         Ok(())
     }
 
@@ -166,6 +214,9 @@ impl Modes {
         let mut io = IOMMU.lock();
         if io.domain_of(self.master) != Some(self.home) {
             io.attach(self.master, self.home).map_err(|e| alloc::format!("re-attach: {e}"))?;
+        }
+        if let Some(d) = self.g64k {
+            io.domain_free(d).map_err(|e| alloc::format!("free the 64 KiB-page domain: {e}"))?;
         }
         io.domain_free(self.ident).map_err(|e| alloc::format!("free the identity domain: {e}"))
     }
@@ -202,14 +253,16 @@ impl Drop for PageBuf {
     }
 }
 
-/// What the runs of one workload measured, per pass and mode.
+/// What the runs of one workload measured, per pass and mode (indexed by `Mode::index`).
 struct Runs {
+    /// The modes that ran.
+    modes: &'static [Mode],
     /// Ticks per slice of the workload, pass and mode (one slice: the whole run).
-    slices: Vec<[[u64; 3]; PASSES]>,
+    slices: Vec<[[u64; Mode::COUNT]; PASSES]>,
     /// Ticks of the DMA API's work (map+unmap) per operation: for virtio timed in a loop of
     /// its own after each pass, for the edu around each transfer.
-    api: [[u64; 3]; PASSES],
-    syncs: [[u64; 3]; PASSES],
+    api: [[u64; Mode::COUNT]; PASSES],
+    syncs: [[u64; Mode::COUNT]; PASSES],
     /// Operations (reads, transfers) per run.
     ops: u64,
 }
@@ -220,11 +273,12 @@ fn median(mut v: [u64; PASSES]) -> u64 {
 }
 
 impl Runs {
-    fn new(slices: usize) -> Runs {
+    fn new(modes: &'static [Mode], slices: usize) -> Runs {
         Runs {
-            slices: alloc::vec![[[0; 3]; PASSES]; slices.max(1)],
-            api: [[0; 3]; PASSES],
-            syncs: [[0; 3]; PASSES],
+            modes,
+            slices: alloc::vec![[[0; Mode::COUNT]; PASSES]; slices.max(1)],
+            api: [[0; Mode::COUNT]; PASSES],
+            syncs: [[0; Mode::COUNT]; PASSES],
             ops: 0,
         }
     }
@@ -275,7 +329,7 @@ fn report(prefix: &str, what: &str, runs: &Runs) {
     let ratio = |b: u64, t: u64| if t == 0 { 0.0 } else { b as f64 / t as f64 };
     let (bypass, bypass_best) = (runs.ticks(Mode::Bypass), runs.best_ticks(Mode::Bypass));
     let sliced = runs.slices.len() > 1;
-    for m in Mode::ALL {
+    for &m in runs.modes {
         let (t, best) = (runs.ticks(m), runs.best_ticks(m));
         let passes: Vec<f64> = (0..PASSES).map(|p| secs(runs.pass_ticks(p, m))).collect();
         let ops = runs.ops.max(1);
@@ -334,8 +388,8 @@ fn report(prefix: &str, what: &str, runs: &Runs) {
 fn check_traffic(mode: Mode, ops: u64, cmds: u64, syncs: u64) -> Result<(), String> {
     let ok = match mode {
         Mode::Bypass => cmds == 0,
-        Mode::Strict => syncs >= ops,
-        Mode::Lazy => syncs * 4 <= ops,
+        Mode::Lazy | Mode::LazyG64k => syncs * 4 <= ops,
+        Mode::Strict | Mode::StrictG64k => syncs >= ops,
     };
     if !ok {
         return Err(alloc::format!("{} run of {ops} ops issued {cmds} commands, {syncs} CMD_SYNCs", mode.name()));
@@ -420,15 +474,15 @@ fn virtio_passes(b: &mut VirtioBlk, modes: &Modes, chunk: usize) -> Result<Runs,
     let per = (chunk / SECTOR_SIZE) as u64;
     let reads = b.capacity() / per;
     let slice = reads.div_ceil(SLICES).max(1);
-    let mut runs = Runs::new(reads.div_ceil(slice) as usize);
+    let mut runs = Runs::new(modes.list, reads.div_ceil(slice) as usize);
     runs.ops = reads;
     for p in 0..PASSES {
-        let (mut cmds, mut syncs) = ([0u64; 3], [0u64; 3]);
+        let (mut cmds, mut syncs) = ([0u64; Mode::COUNT], [0u64; Mode::COUNT]);
         let mut first = 0;
         // The order rotates every slice, starting one further every pass.
         for (turn, sl) in (p..).zip(runs.slices.iter_mut()) {
             let n = slice.min(reads - first);
-            for mode in pass_order(turn) {
+            for mode in pass_order(modes.list, turn) {
                 virtio_switch(b, modes, mode, buf.as_mut_slice())?;
                 let (t, c, s) = traffic(modes.smmu, || virtio_read_range(b, buf.as_mut_slice(), first * per, n));
                 let i = mode.index();
@@ -438,7 +492,7 @@ fn virtio_passes(b: &mut VirtioBlk, modes: &Modes, chunk: usize) -> Result<Runs,
             }
             first += n;
         }
-        for mode in Mode::ALL {
+        for &mode in modes.list {
             let i = mode.index();
             check_traffic(mode, reads, cmds[i], syncs[i])?;
             runs.syncs[p][i] = syncs[i];
@@ -446,15 +500,9 @@ fn virtio_passes(b: &mut VirtioBlk, modes: &Modes, chunk: usize) -> Result<Runs,
             modes.set(mode)?;
             runs.api[p][i] = map_unmap_ticks(&b.dma, buf.pa, chunk)?;
         }
-        let t = |m: Mode| secs(runs.pass_ticks(p, m));
-        kprintln!(
-            "bench: virtio-blk {} KiB pass {}: strict {:.3} s, lazy {:.3} s, bypass {:.3} s ({reads} reads each)",
-            chunk / 1024,
-            p + 1,
-            t(Mode::Strict),
-            t(Mode::Lazy),
-            t(Mode::Bypass)
-        );
+        let each: Vec<String> =
+            modes.list.iter().map(|&m| alloc::format!("{} {:.3} s", m.name(), secs(runs.pass_ticks(p, m)))).collect();
+        kprintln!("bench: virtio-blk {} KiB pass {}: {} ({reads} reads each)", chunk / 1024, p + 1, each.join(", "));
     }
     Ok(runs)
 }
@@ -478,10 +526,10 @@ fn edu_passes(e: &mut EduDev, modes: &Modes) -> Result<Runs, String> {
         return Err(alloc::format!("edu load: {r:?}"));
     }
     dma::unmap_single(&e.dma, d, LEN, Direction::ToDevice).map_err(|x| alloc::format!("unmap: {x}"))?;
-    let mut runs = Runs::new(1);
+    let mut runs = Runs::new(modes.list, 1);
     runs.ops = EDU_TRANSFERS as u64;
     for p in 0..PASSES {
-        for mode in pass_order(p) {
+        for mode in pass_order(modes.list, p) {
             modes.set(mode)?;
             if dma::path(&e.dma) != modes.path(mode) {
                 return Err(alloc::format!("{}: device on {:?}", mode.name(), dma::path(&e.dma)));
@@ -567,7 +615,7 @@ fn virtio_workload() -> u32 {
 }
 
 fn virtio_modes(b: &mut VirtioBlk) -> u32 {
-    let modes = match Modes::new(&b.dma) {
+    let modes = match Modes::with_g64k(&b.dma) {
         Ok(m) => m,
         Err(x) => {
             kprintln!("bench: virtio-blk: {x}");
@@ -658,8 +706,8 @@ pub fn run(args: &BootArgs) -> u32 {
     }
     // DMA API latency: translated strict / lazy vs bypass, in one boot.
     let latency = Modes::new(&e.dma).and_then(|modes| {
-        let mut ns = [0u64; 3];
-        let r = Mode::ALL.iter().try_for_each(|&m| {
+        let mut ns = [0u64; Mode::COUNT];
+        let r = modes.list.iter().try_for_each(|&m| {
             modes.set(m)?;
             ns[m.index()] = map_unmap_latency(&e.dma, pa, 500)?;
             Ok::<(), String>(())

@@ -6,13 +6,13 @@
 
 use crate::arch::cache;
 use crate::iommu::domain::{DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
-use crate::iommu::io_pgtable::{PgtError, Prot};
+use crate::iommu::io_pgtable::{Granule, PgtError, Prot};
 use crate::iommu::registry;
 use crate::mm::{PAGE_SIZE, frames};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -418,7 +418,15 @@ pub fn add_device_sids(
         None => {
             let m = io.add_master(name, smmu, sids, None)?;
             let ty = if PASSTHROUGH.load(Ordering::SeqCst) { DomainType::Identity } else { DomainType::Dma };
-            (m, io.domain_alloc(smmu, ty, Stage::S1)?)
+            let g = granule();
+            let did = match io.domain_alloc_granule(smmu, ty, Stage::S1, g) {
+                Err(IommuError::Unsupported(what)) if g != Granule::K4 => {
+                    crate::kprintln!("warning: {name}: SMMU {smmu} does not support {what} ({}), using 4k", g.name());
+                    io.domain_alloc(smmu, ty, Stage::S1)?
+                }
+                r => r?,
+            };
+            (m, did)
         }
     };
     // Direct maps go in before the STE points at the domain: no window without them (in a
@@ -431,6 +439,24 @@ pub fn add_device_sids(
     io.attach(m, did)?;
     dev.master = Some(m);
     Ok(dev)
+}
+
+/// `iommu.granule`: the translation granule of default DMA domains, as its log2 (12, 14
+/// or 16). 4K isolates best (a mapping exposes only the pages a buffer touches); 64K
+/// takes a sixteenth of the PTEs, TLB entries and walks for large buffers, and exposes
+/// the whole 64 KiB around a small one (as Linux with 64K pages does).
+static GRANULE_SHIFT: AtomicU8 = AtomicU8::new(Granule::K4.shift() as u8);
+
+pub fn set_granule(g: Granule) {
+    GRANULE_SHIFT.store(g.shift() as u8, Ordering::SeqCst);
+}
+
+pub fn granule() -> Granule {
+    match GRANULE_SHIFT.load(Ordering::SeqCst) {
+        14 => Granule::K16,
+        16 => Granule::K64,
+        _ => Granule::K4,
+    }
 }
 
 /// `iommu.passthrough`: default domains are identity (true) or translated (false).

@@ -39,6 +39,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "dma", name: "direct_map_from_boot", run: direct_map_from_boot },
     Test { suite: "dma", name: "granule_16k", run: granule_16k },
     Test { suite: "dma", name: "granule_64k", run: granule_64k },
+    Test { suite: "dma", name: "default_domain_granule", run: default_domain_granule },
 ];
 
 const CANARY: u8 = 0xca;
@@ -210,14 +211,37 @@ fn translate_s1(_: &Ctx) -> Outcome {
     })
 }
 
-/// Map IOVA -> A, DMA; remap IOVA -> B; DMA again must see B.
+/// One translation granule of RAM (4K, 16K or 64K), aligned to its size, every byte `v`.
+struct GranulePage {
+    pa: u64,
+    pages: usize,
+}
+
+impl GranulePage {
+    fn new(size: u64, v: u8) -> Option<GranulePage> {
+        let pages = (size / PAGE as u64).max(1) as usize;
+        // The frame allocator is a buddy allocator: a power-of-two block is aligned to its size.
+        let pa = frames::alloc_zeroed(pages)?;
+        // SAFETY: `pages` frames just allocated to us, identity-mapped RAM nothing else uses.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, v, pages * PAGE) };
+        Some(GranulePage { pa, pages })
+    }
+}
+
+impl Drop for GranulePage {
+    fn drop(&mut self) {
+        frames::free(self.pa, self.pages);
+    }
+}
+
+/// Map IOVA -> A, DMA; remap IOVA -> B; DMA again must see B. One page of the domain's
+/// granule each.
 fn remap_round(e: &mut EduDev, invalidate: bool) -> Result<(u8, u8), Outcome> {
     let did = domain_of(&e.dma).ok_or(Outcome::Fail("no domain".into()))?;
-    let a = Guarded::new(PAGE).ok_or(Outcome::Fail("no memory".into()))?;
-    let b = Guarded::new(PAGE).ok_or(Outcome::Fail("no memory".into()))?;
+    let g = IOMMU.lock().domain(did).map_err(|x| Outcome::Fail(format!("{x}")))?.granule.size();
+    let a = GranulePage::new(g, 0x11).ok_or(Outcome::Fail("no memory".into()))?;
+    let b = GranulePage::new(g, 0x22).ok_or(Outcome::Fail("no memory".into()))?;
     let out = Guarded::new(PAGE).ok_or(Outcome::Fail("no memory".into()))?;
-    a.set_all(0x11);
-    b.set_all(0x22);
     let iova = spare_iova(did, e.dma.mask).ok_or(Outcome::Fail("no IOVA".into()))?;
     let o = dma::map_single(&e.dma, out.pa, 64, Direction::FromDevice).map_err(|x| Outcome::Fail(format!("{x}")))?;
     let run = |e: &mut EduDev| -> Result<u8, Outcome> {
@@ -225,19 +249,19 @@ fn remap_round(e: &mut EduDev, invalidate: bool) -> Result<(u8, u8), Outcome> {
         Ok(out.bytes()[0])
     };
     let r = (|| {
-        IOMMU.lock().map(did, iova, a.pa, PAGE as u64, Prot::RO).map_err(|x| Outcome::Fail(format!("map A: {x}")))?;
+        IOMMU.lock().map(did, iova, a.pa, g, Prot::RO).map_err(|x| Outcome::Fail(format!("map A: {x}")))?;
         let first = run(e)?;
         {
             let mut io = IOMMU.lock();
             if invalidate {
-                io.unmap(did, iova, PAGE as u64).map_err(|x| Outcome::Fail(format!("unmap: {x}")))?;
+                io.unmap(did, iova, g).map_err(|x| Outcome::Fail(format!("unmap: {x}")))?;
             } else {
-                io.unmap_skip_tlbi(did, iova, PAGE as u64).map_err(|x| Outcome::Fail(format!("unmap: {x}")))?;
+                io.unmap_skip_tlbi(did, iova, g).map_err(|x| Outcome::Fail(format!("unmap: {x}")))?;
             }
-            io.map(did, iova, b.pa, PAGE as u64, Prot::RO).map_err(|x| Outcome::Fail(format!("map B: {x}")))?;
+            io.map(did, iova, b.pa, g, Prot::RO).map_err(|x| Outcome::Fail(format!("map B: {x}")))?;
         }
         let second = run(e)?;
-        IOMMU.lock().unmap(did, iova, PAGE as u64).map_err(|x| Outcome::Fail(format!("unmap B: {x}")))?;
+        IOMMU.lock().unmap(did, iova, g).map_err(|x| Outcome::Fail(format!("unmap B: {x}")))?;
         Ok((first, second))
     })();
     let _ = dma::unmap_single(&e.dma, o, 64, Direction::FromDevice);
@@ -924,4 +948,22 @@ fn granule_16k(_: &Ctx) -> Outcome {
 
 fn granule_64k(_: &Ctx) -> Outcome {
     granule_domain(crate::iommu::io_pgtable::Granule::K64)
+}
+
+/// `iommu.granule=` gives every default DMA domain its granule (`expect.granule=` names
+/// the one the boot asked for), and DMA through such a domain works.
+fn default_domain_granule(c: &Ctx) -> Outcome {
+    let want = match c.args.get("expect.granule") {
+        None => crate::iommu::io_pgtable::Granule::K4,
+        Some(v) => some!(crate::iommu::io_pgtable::Granule::from_arg(v), "bad expect.granule"),
+    };
+    ensure!(dma::granule() == want, "iommu.granule is {}, expected {}", dma::granule().name(), want.name());
+    with_edu(0, |e| {
+        let Path::Iommu(did) = dma::path(&e.dma) else {
+            return Outcome::Skip("the default domain is not a DMA domain (iommu.passthrough=1)".into());
+        };
+        let g = tri!(IOMMU.lock().domain(did), "domain").granule;
+        ensure!(g == want, "default domain {did} has {} pages, expected {}", g.name(), want.name());
+        copy_and_check(e, PAGE)
+    })
 }

@@ -28,6 +28,20 @@ impl Granule {
         1 << self.shift()
     }
 
+    /// The granule a boot argument names (`iommu.granule=4k|16k|64k`, case ignored).
+    pub fn from_arg(v: &str) -> Option<Granule> {
+        [Granule::K4, Granule::K16, Granule::K64].into_iter().find(|g| v.eq_ignore_ascii_case(g.name()))
+    }
+
+    /// "4k", "16k" or "64k", as `from_arg` reads it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Granule::K4 => "4k",
+            Granule::K16 => "16k",
+            Granule::K64 => "64k",
+        }
+    }
+
     /// TG encoding shared by CD.TG0 and STE.S2TG: 0 = 4K, 1 = 64K, 2 = 16K.
     pub const fn tg_encoding(self) -> u8 {
         match self {

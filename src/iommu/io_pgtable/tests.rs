@@ -1294,3 +1294,14 @@ fn retained_tables_in_whole_unmaps_and_blocks() {
     assert_eq!(p.unmap(0, 512 * GIB, &mut g), Err(PgtError::NotMapped { iova: 0 }));
     assert!(g.is_empty() && !g.needs_complete());
 }
+
+#[test]
+fn granule_from_boot_argument() {
+    for g in [Granule::K4, Granule::K16, Granule::K64] {
+        assert_eq!(Granule::from_arg(g.name()), Some(g));
+    }
+    assert_eq!(Granule::from_arg("64K"), Some(Granule::K64));
+    for bad in ["", "4", "8k", "4kk", "64 k", "4096"] {
+        assert_eq!(Granule::from_arg(bad), None, "{bad:?}");
+    }
+}
