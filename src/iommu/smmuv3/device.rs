@@ -423,13 +423,23 @@ impl SmmuV3 {
     }
 
     /// Submit `cmds` followed by one CMD_SYNC and wait until the SMMU consumed it.
+    /// Allocation-free for up to `STACK_BATCH - 1` commands: interrupt handlers (the
+    /// lazy-flush timer) use it, and so does every strict unmap.
     pub fn run(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
+        const STACK_BATCH: usize = 16;
         let by_irq = self.sync_by_irq();
-        let mut batch: Vec<Command> = Vec::with_capacity(cmds.len() + 1);
-        batch.extend_from_slice(cmds);
-        batch.push(if by_irq { SYNC_IRQ } else { Command::sync_none() });
+        let sync = if by_irq { SYNC_IRQ } else { Command::sync_none() };
         let irqs_before = self.irq.sync.load(Ordering::SeqCst);
-        self.submit(&batch)?;
+        if cmds.len() < STACK_BATCH {
+            let mut batch = [sync; STACK_BATCH];
+            batch[..cmds.len()].copy_from_slice(cmds);
+            self.submit(&batch[..=cmds.len()])?;
+        } else {
+            let mut batch: Vec<Command> = Vec::with_capacity(cmds.len() + 1);
+            batch.extend_from_slice(cmds);
+            batch.push(sync);
+            self.submit(&batch)?;
+        }
         self.stats.syncs += 1;
         let target = self.cmdq.prod;
         if by_irq {
