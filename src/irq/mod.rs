@@ -185,7 +185,8 @@ mod hw {
     }
 
     /// Interrupts for a secondary CPU, run on that CPU: its redistributor (found by its
-    /// MPIDR, woken) and CPU interface (SRE, PMR, Group 1 on), and `SGI_WAKE` enabled.
+    /// MPIDR, woken) and CPU interface (SRE, PMR, Group 1 on), `SGI_WAKE` and every PPI
+    /// that has a handler by then (per-CPU timers: whichever CPU arms one takes it) enabled.
     /// IRQs stay masked (DAIF.I): the CPU takes them in `service_pending`, after WFI.
     pub fn init_this_cpu() -> Result<(), IrqError> {
         if !ready() {
@@ -198,7 +199,13 @@ mod hw {
         }
         with_gic(|g| g.add_cpu(mpidr).map(|_| ()))?;
         super::gic::init_cpu_interface();
-        set_private_enabled(mpidr, super::SGI_WAKE, true)
+        set_private_enabled(mpidr, super::SGI_WAKE, true)?;
+        for ppi in 16..32 {
+            if slot(ppi).is_some_and(|s| s.handler.load(Ordering::SeqCst) != 0) {
+                set_private_enabled(mpidr, ppi, true)?;
+            }
+        }
+        Ok(())
     }
 
     /// Enable or disable SGI/PPI `intid` on the CPU with affinity `mpidr` (its
