@@ -125,6 +125,11 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
             arch::exit::exit(7);
         }
     }
+    if kernel::irq::ready()
+        && let Err(e) = kernel::dma::start_flush_timer()
+    {
+        kprintln!("warning: lazy-flush timer: {e}; iommu.strict=0 flushes only per batch");
+    }
     kernel::drivers::probe_all(&platform, &args);
     if platform.cpus.len() > 1 {
         match arch::smp::start_secondaries(&platform.cpus) {

@@ -36,6 +36,29 @@ fn shared_group(d: &crate::dma::DmaDevice) -> alloc::string::String {
     }
 }
 
+/// The DMA API's policy in words: default domains, page size, invalidation.
+fn dma_policy() -> alloc::string::String {
+    use crate::dma;
+    if dma::passthrough() {
+        return "default domains are identity (iommu.passthrough=1): DMA goes direct".into();
+    }
+    let inval = if dma::strict() {
+        alloc::string::String::from("every unmap invalidated before it returns (iommu.strict=1)")
+    } else if dma::flush_timer_up() {
+        alloc::format!(
+            "unmaps invalidated in batches of {} or after {} ms at most (iommu.strict=0)",
+            dma::LAZY_BATCH,
+            dma::LAZY_TIMEOUT_US / 1000
+        )
+    } else {
+        alloc::format!(
+            "unmaps invalidated in batches of {} (iommu.strict=0; no flush timer: no time bound)",
+            dma::LAZY_BATCH
+        )
+    };
+    alloc::format!("default domains translated, {} pages; {inval}", dma::granule().name())
+}
+
 pub fn print(p: &Platform, args: &BootArgs) {
     let bi = crate::boot_info();
     let midr = arch::midr();
@@ -131,6 +154,8 @@ pub fn print(p: &Platform, args: &BootArgs) {
         for s in &reg.skipped {
             kprintln!("smmuv3:   {} NOT USED: {}", s.node, s.why);
         }
+        drop(reg);
+        kprintln!("dma:      {}", dma_policy());
     }
     for h in &p.pci_hosts {
         kprintln!(

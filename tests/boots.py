@@ -31,6 +31,12 @@ BOOTS = [
         "bootargs": ["test=boot::,smp::,leaks::", "expect.smmus=1"],
     },
     {
+        "name": "virt-smp2-lazy",
+        "what": "2 CPUs, iommu.strict=0: concurrent lazy unmaps; either CPU's flush timer invalidates them",
+        "smp": 2,
+        "bootargs": ["iommu.strict=0", "test=smp::,dma::lazy,leaks::", "expect.smmus=1"],
+    },
+    {
         "name": "virt-passthrough",
         "what": "iommu.passthrough=1: default domains are identity, DMA takes the direct path",
         "bootargs": ["iommu.passthrough=1", "expect.smmus=1"],

@@ -8,11 +8,12 @@ use crate::arch::cache;
 use crate::iommu::domain::{DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
 use crate::iommu::io_pgtable::{Granule, PgtError, Prot};
 use crate::iommu::registry;
+use crate::irq::timer::Timer;
 use crate::mm::{PAGE_SIZE, frames};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -65,6 +66,90 @@ impl From<IommuError> for DmaError {
 static STRICT: AtomicBool = AtomicBool::new(true);
 /// Lazy mode flushes a domain after this many deferred unmaps (Linux's flush queue is 256).
 pub const LAZY_BATCH: usize = 256;
+
+/// Lazy mode's time bound (Linux's IOVA_FQ_TIMEOUT): however idle the driver, an unmapped
+/// range stays reachable through stale IOTLB entries for about this long at most (longer
+/// only while the interrupted code holds the IOMMU lock, or on a CPU with IRQs masked).
+pub const LAZY_TIMEOUT_US: u64 = 10_000;
+/// The timer's next try when it found the IOMMU or an SMMU locked.
+const LAZY_RETRY_US: u64 = 1_000;
+const FLUSH_TIMER: Timer = Timer::Virtual;
+/// The flush timer's interrupt is wired (`start_flush_timer`).
+static FLUSH_TIMER_UP: AtomicBool = AtomicBool::new(false);
+/// Armed on some CPU and not run yet. Set and cleared under the IOMMU lock.
+static FLUSH_ARMED: AtomicBool = AtomicBool::new(false);
+
+/// What the lazy-flush timer did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushTimerStats {
+    /// Timer runs that invalidated every waiting domain.
+    pub flushes: u64,
+    /// Runs that found a lock held and tried again later.
+    pub retries: u64,
+    /// Invalidations that failed (the SMMU did not complete them).
+    pub errors: u64,
+}
+
+static TIMER_FLUSHES: AtomicU64 = AtomicU64::new(0);
+static TIMER_RETRIES: AtomicU64 = AtomicU64::new(0);
+static TIMER_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+pub fn flush_timer_stats() -> FlushTimerStats {
+    FlushTimerStats {
+        flushes: TIMER_FLUSHES.load(Ordering::SeqCst),
+        retries: TIMER_RETRIES.load(Ordering::SeqCst),
+        errors: TIMER_ERRORS.load(Ordering::SeqCst),
+    }
+}
+
+/// Bound lazy mode in time: `LAZY_TIMEOUT_US` after the first deferred unmap of a batch,
+/// the EL1 virtual timer's interrupt invalidates the TLB entries of every domain with
+/// deferred unmaps (their IOVAs and table pages are reclaimed by the next batch flush).
+/// Without it (no GIC) deferred unmaps wait for a full batch or `flush`.
+pub fn start_flush_timer() -> Result<(), crate::irq::IrqError> {
+    let id = FLUSH_TIMER.intid();
+    crate::irq::register(id, flush_timer_fired)?;
+    crate::irq::configure(id, crate::irq::Trigger::Level, crate::irq::gic::DEFAULT_PRIORITY)?;
+    crate::irq::enable(id)?;
+    FLUSH_TIMER_UP.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The flush timer is armed on some CPU and has not run yet.
+pub fn flush_timer_armed() -> bool {
+    FLUSH_ARMED.load(Ordering::Relaxed)
+}
+
+/// Whether lazy mode is bounded in time on this machine.
+pub fn flush_timer_up() -> bool {
+    FLUSH_TIMER_UP.load(Ordering::SeqCst)
+}
+
+fn flush_timer_fired(_: u32) {
+    // Interrupt context: the interrupted code may hold the IOMMU lock or the SMMU registry,
+    // so only try them; if either is held, come back shortly.
+    let done = match IOMMU.try_lock() {
+        None => false,
+        Some(mut io) => {
+            let r = io.try_invalidate_lazy();
+            let done = !matches!(r, Ok(false));
+            if r.is_err() {
+                TIMER_ERRORS.fetch_add(1, Ordering::SeqCst);
+            }
+            if done {
+                FLUSH_ARMED.store(false, Ordering::Relaxed);
+            }
+            done
+        }
+    };
+    if done {
+        TIMER_FLUSHES.fetch_add(1, Ordering::SeqCst);
+        FLUSH_TIMER.disarm();
+    } else {
+        TIMER_RETRIES.fetch_add(1, Ordering::SeqCst);
+        FLUSH_TIMER.arm_us(LAZY_RETRY_US);
+    }
+}
 
 pub fn set_strict(on: bool) {
     STRICT.store(on, Ordering::SeqCst);
@@ -235,6 +320,10 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
                 io.unmap_lazy(did, start, size).map_err(not_mapped)?;
                 if io.domain(did)?.lazy_iovas.len() >= LAZY_BATCH {
                     io.flush_lazy(did)?;
+                } else if !FLUSH_ARMED.load(Ordering::Relaxed) && FLUSH_TIMER_UP.load(Ordering::Relaxed) {
+                    // Under the IOMMU lock, as the timer clears it: no queued unmap is missed.
+                    FLUSH_ARMED.store(true, Ordering::Relaxed);
+                    FLUSH_TIMER.arm_us(LAZY_TIMEOUT_US);
                 }
             }
             Ok(())

@@ -141,6 +141,8 @@ pub struct Domain {
     /// IOVAs to free once it completed.
     pub lazy: Option<Gather>,
     pub lazy_iovas: Vec<u64>,
+    /// Lazy unmaps since this domain's last TLB invalidation (flush or flush timer).
+    pub tlb_stale: bool,
     pub attached: Vec<MasterId>,
     /// Translation granule of the domain's tables (and of its IOVA allocations).
     pub granule: Granule,
@@ -294,6 +296,7 @@ impl Iommu {
             iova: None,
             lazy: None,
             lazy_iovas: Vec::new(),
+            tlb_stale: false,
             attached: Vec::new(),
             granule,
         };
@@ -640,6 +643,7 @@ impl Iommu {
         let g = d.lazy.get_or_insert_with(Gather::new);
         let bytes = pgt.unmap(iova, size, g)?;
         d.lazy_iovas.push(iova);
+        d.tlb_stale = true;
         Ok(bytes)
     }
 
@@ -648,6 +652,7 @@ impl Iommu {
         let d = self.domain(did)?;
         let Some(mut g) = d.lazy.take() else { return Ok(0) };
         let (asid, smmu) = (d.asid, d.smmu);
+        d.tlb_stale = false;
         // Lazy mode trades precision for one command: invalidate the whole ASID.
         let r = registry::with_smmu(smmu, |dev| dev.run(&[Command::TlbiNhAsid { asid, vmid: 0 }]))
             .ok_or(IommuError::NoSuchSmmu(smmu))?;
@@ -664,6 +669,37 @@ impl Iommu {
             }
         }
         Ok(n)
+    }
+
+    /// For interrupt context (the lazy-flush timer): invalidate the TLB entries of every
+    /// domain with lazy unmaps since its last invalidation, so they stop translating. The
+    /// IOVAs and table pages stay queued until the next `flush_lazy` (process context):
+    /// freeing them would take the heap and frame locks, which the interrupted code may
+    /// hold. Allocation-free. Ok(false) when an SMMU's registry was locked and some domain
+    /// still waits.
+    pub fn try_invalidate_lazy(&mut self) -> Result<bool, IommuError> {
+        let mut all = true;
+        for d in self.domains.iter_mut().flatten() {
+            if !d.tlb_stale {
+                continue;
+            }
+            let (asid, smmu) = (d.asid, d.smmu);
+            match registry::try_with_smmu(smmu, |dev| dev.run(&[Command::TlbiNhAsid { asid, vmid: 0 }])) {
+                None => all = false,
+                Some(None) => return Err(IommuError::NoSuchSmmu(smmu)),
+                Some(Some(r)) => {
+                    r?;
+                    d.tlb_stale = false;
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Lazy unmaps of `did` that still translate through the SMMU's TLB (no invalidation
+    /// since): what the flush timer bounds.
+    pub fn lazy_tlb_stale(&mut self, did: DomainId) -> Result<bool, IommuError> {
+        Ok(self.domain(did)?.tlb_stale)
     }
 }
 

@@ -97,6 +97,13 @@ pub fn with_smmu<R>(i: usize, f: impl FnOnce(&mut SmmuV3) -> R) -> Option<R> {
     reg.smmus.get_mut(i).map(|e| f(&mut e.dev))
 }
 
+/// `with_smmu` for interrupt context: None when the registry is locked (the interrupted
+/// code may hold it: waiting would never end), Some(None) when there is no SMMU `i`.
+pub fn try_with_smmu<R>(i: usize, f: impl FnOnce(&mut SmmuV3) -> R) -> Option<Option<R>> {
+    let mut reg = REGISTRY.try_lock()?;
+    Some(reg.smmus.get_mut(i).map(|e| f(&mut e.dev)))
+}
+
 pub fn count() -> usize {
     REGISTRY.lock().smmus.len()
 }

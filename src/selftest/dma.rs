@@ -34,6 +34,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "dma", name: "dma_mask", run: dma_mask },
     Test { suite: "dma", name: "api_misuse", run: api_misuse },
     Test { suite: "dma", name: "lazy_unmap_batches", run: lazy_batches },
+    Test { suite: "dma", name: "lazy_flush_timeout", run: lazy_flush_timeout },
     Test { suite: "dma", name: "unmap_sg_one_sync", run: unmap_sg_one_sync },
     Test { suite: "dma", name: "direct_path", run: direct_path },
     Test { suite: "dma", name: "direct_map_from_boot", run: direct_map_from_boot },
@@ -786,7 +787,9 @@ fn lazy_batches(_: &Ctx) -> Outcome {
                 Ok(syncs() - before)
             };
             let strict_syncs = run(true);
-            let lazy_syncs = run(false);
+            // IRQs masked: the flush timer (lazy_flush_timeout) must not add its flush to
+            // the count of a slow run.
+            let lazy_syncs = crate::arch::without_irqs(|| run(false));
             dma::set_strict(was);
             let (s, l) = (tri!(strict_syncs, "strict"), tri!(lazy_syncs, "lazy"));
             ensure!(s >= n, "strict mode issued {s} CMD_SYNCs for {n} unmaps");
@@ -796,6 +799,70 @@ fn lazy_batches(_: &Ctx) -> Outcome {
         })
     })
 }
+
+/// `iommu.strict=0` is bounded in time: with no further unmap and no `flush`, the flush
+/// timer still invalidates a lazily unmapped page within `LAZY_TIMEOUT_US`. The edu does
+/// its DMA 100 ms after it is started, long after that. Control: the same DMA with IRQs
+/// masked (the timer cannot run) still goes through the stale IOTLB entry.
+fn lazy_flush_timeout(_: &Ctx) -> Outcome {
+    if !dma::flush_timer_up() {
+        return Outcome::Skip("no lazy-flush timer on this machine (no GICv3)".into());
+    }
+    with_edu(0, |e| {
+        translated(e, |e| {
+            let buf = some!(Guarded::new(PAGE), "no memory");
+            buf.fill(0x44);
+            let did = some!(domain_of(&e.dma), "no domain");
+            let was = dma::strict();
+            dma::set_strict(false);
+            let r = (|| -> Result<(u64, Vec<Event>, u64), alloc::string::String> {
+                dma::flush(&e.dma).map_err(|x| format!("flush: {x}"))?;
+                let d = dma::map_single(&e.dma, buf.pa, PAGE, Direction::ToDevice).map_err(|x| format!("map: {x}"))?;
+                e.edu.read_mem(d, 0, 64).map_err(|x| format!("DMA before the unmap: {x}"))?;
+                let before = dma::flush_timer_stats().flushes;
+                dma::unmap_single(&e.dma, d, PAGE, Direction::ToDevice).map_err(|x| format!("unmap: {x}"))?;
+                let _ = events();
+                let stale = crate::arch::without_irqs(|| e.edu.read_mem(d, 0, 64));
+                stale.map_err(|x| format!("DMA with IRQs masked: {x}"))?;
+                let ev = events();
+                if !ev.is_empty() {
+                    return Err(format!(
+                        "control: with the timer held off the unmapped page faulted already: {}",
+                        ev[0]
+                    ));
+                }
+                // IRQs are back on: the timer has fired by now and runs at once.
+                let t0 = crate::arch::timer::ticks();
+                let d_ = crate::arch::timer::Deadline::after_ms(LAZY_TIMEOUT_MS_BOUND);
+                while dma::flush_timer_stats().flushes == before && !d_.expired() {
+                    core::hint::spin_loop();
+                }
+                let waited = crate::arch::timer::ticks_to_us(crate::arch::timer::ticks() - t0);
+                if IOMMU.lock().lazy_tlb_stale(did).unwrap_or(true) {
+                    return Err(format!("deferred unmaps still not invalidated {waited} us after IRQs came back"));
+                }
+                let r = e.edu.read_mem(d, 0, FAULT_LEN);
+                let ev = events();
+                r.map_err(|x| format!("DMA after the timer: {x}"))?;
+                Ok((d, ev, waited))
+            })();
+            dma::set_strict(was);
+            let (d, ev, waited) = match r {
+                Ok(v) => v,
+                Err(m) => return Outcome::Fail(m),
+            };
+            crate::kprintln!("dma: lazy unmap invalidated by the flush timer ({waited} us after IRQs were unmasked)");
+            match one_fault(&ev, EventKind::FTranslation, sid_of(e), d, true) {
+                Ok(()) => Outcome::Pass,
+                Err(m) => Outcome::Fail(format!("after the flush timer: {m}")),
+            }
+        })
+    })
+}
+
+/// How long `lazy_flush_timeout` waits for the timer once IRQs are unmasked (it has
+/// expired by then; this bounds a timer that never fires).
+const LAZY_TIMEOUT_MS_BOUND: u64 = 200;
 
 /// Strict `unmap_sg` of several segments: one CMD_SYNC for all, and afterwards every
 /// segment faults (the device warmed the SMMU's TLB with each, so an invalidation that

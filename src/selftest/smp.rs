@@ -22,7 +22,73 @@ pub static TESTS: &[Test] = &[
     Test { suite: "smp", name: "parallel_map_unmap_dma", run: parallel_map_unmap_dma },
     Test { suite: "smp", name: "idle_secondaries_sleep", run: idle_secondaries_sleep },
     Test { suite: "smp", name: "sgi_reaches_its_target", run: sgi_reaches_its_target },
+    Test { suite: "smp", name: "lazy_flush_timer_on_secondary", run: lazy_flush_timer_on_secondary },
 ];
+
+/// A lazy unmap on a secondary arms that CPU's flush timer, and the secondary, idle in
+/// WFI, takes it and invalidates: the boot CPU waits with IRQs masked meanwhile, so the
+/// flush cannot be its own.
+fn lazy_flush_timer_on_secondary(c: &Ctx) -> Outcome {
+    if let Err(o) = need_wfi_secondaries(c) {
+        return o;
+    }
+    if dma::strict() {
+        return Outcome::Skip("strict mode: no deferred unmaps (see the virt-smp2-lazy boot)".into());
+    }
+    if !dma::flush_timer_up() {
+        return Outcome::Fail("lazy mode without its flush timer although the GIC is up".into());
+    }
+    let edus = EDUS.lock();
+    let Some(e) = edus.first() else { return Outcome::Skip("no edu".into()) };
+    let Path::Iommu(did) = dma::path(&e.dma) else { return Outcome::Skip("device not translated".into()) };
+    let buf = match Guarded::new(4096) {
+        Some(b) => b,
+        None => return Outcome::Fail("no memory".into()),
+    };
+    // Whatever earlier work armed runs out first: then CPU 1's unmap is the one that arms.
+    ensure!(wait_ms(200, || !dma::flush_timer_armed()), "the flush timer stays armed");
+    let before = dma::flush_timer_stats().flushes;
+    let (dev, pa) = (e.dma.clone(), buf.pa);
+    let result = Arc::new(spin::Mutex::new(None));
+    let r2 = result.clone();
+    let job = Box::new(move || {
+        let r = dma::map_single(&dev, pa, 4096, Direction::ToDevice)
+            .and_then(|d| dma::unmap_single(&dev, d, 4096, Direction::ToDevice));
+        *r2.lock() = Some((r, dma::flush_timer_armed()));
+    });
+    let t = match smp::run_on(1, job) {
+        Ok(t) => t,
+        Err(x) => return Outcome::Fail(format!("{x}")),
+    };
+    if let Err(x) = smp::wait(1, t, 5_000) {
+        return Outcome::Fail(format!("{x}"));
+    }
+    let (r, armed) = match result.lock().take() {
+        Some(v) => v,
+        None => return Outcome::Fail("the job left no result".into()),
+    };
+    if let Err(x) = r {
+        return Outcome::Fail(format!("map/unmap on CPU 1: {x}"));
+    }
+    ensure!(armed, "the lazy unmap on CPU 1 did not arm the flush timer");
+    let stale = || IOMMU.lock().lazy_tlb_stale(did).unwrap_or(true);
+    let done = crate::arch::without_irqs(|| wait_ms(200, || !stale()));
+    ensure!(done, "the deferred unmap is not invalidated 200 ms after CPU 1 queued it");
+    ensure!(dma::flush_timer_stats().flushes > before, "invalidated, but no flush-timer run was counted");
+    Outcome::Pass
+}
+
+/// Spin (bounded) until `f` holds; true if it did.
+fn wait_ms(ms: u64, f: impl Fn() -> bool) -> bool {
+    let d = crate::arch::timer::Deadline::after_ms(ms);
+    while !f() {
+        if d.expired() {
+            return f();
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
 
 fn secondaries_online(c: &Ctx) -> Outcome {
     let want = c.platform.cpus.len().min(smp::MAX_CPUS);
