@@ -128,26 +128,24 @@ pub fn flush_timer_up() -> bool {
 fn flush_timer_fired(_: u32) {
     // Interrupt context: the interrupted code may hold the IOMMU lock or the SMMU registry,
     // so only try them; if either is held, come back shortly.
-    let done = match IOMMU.try_lock() {
-        None => false,
-        Some(mut io) => {
-            let r = io.try_invalidate_lazy();
-            let done = !matches!(r, Ok(false));
-            if r.is_err() {
-                TIMER_ERRORS.fetch_add(1, Ordering::SeqCst);
-            }
-            if done {
-                FLUSH_ARMED.store(false, Ordering::Relaxed);
-            }
-            done
+    let outcome = IOMMU.try_lock().map(|mut io| {
+        let r = io.try_invalidate_lazy();
+        if !matches!(r, Ok(false)) {
+            // Done (or failed for good): the next deferred unmap arms again.
+            FLUSH_ARMED.store(false, Ordering::Relaxed);
         }
+        r
+    });
+    let (count, again) = match outcome {
+        Some(Ok(true)) => (&TIMER_FLUSHES, false),
+        Some(Err(_)) => (&TIMER_ERRORS, false),
+        None | Some(Ok(false)) => (&TIMER_RETRIES, true),
     };
-    if done {
-        TIMER_FLUSHES.fetch_add(1, Ordering::SeqCst);
-        FLUSH_TIMER.disarm();
-    } else {
-        TIMER_RETRIES.fetch_add(1, Ordering::SeqCst);
+    count.fetch_add(1, Ordering::SeqCst);
+    if again {
         FLUSH_TIMER.arm_us(LAZY_RETRY_US);
+    } else {
+        FLUSH_TIMER.disarm();
     }
 }
 
