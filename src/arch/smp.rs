@@ -223,8 +223,29 @@ pub fn wait(cpu: usize, ticket: usize, timeout_ms: u64) -> Result<(), SmpError> 
     Ok(())
 }
 
+/// This CPU's index (0: the boot CPU; secondaries in the order `start_secondaries` started
+/// them), kept in TPIDR_EL1.
+pub fn this_cpu() -> usize {
+    let v: u64;
+    // SAFETY: reading TPIDR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, tpidr_el1", out(reg) v, options(nomem, nostack)) };
+    v as usize
+}
+
+fn set_this_cpu(idx: usize) {
+    // SAFETY: TPIDR_EL1 is software's scratch register; only this module writes it.
+    unsafe { asm!("msr tpidr_el1, {}", in(reg) idx as u64, options(nomem, nostack)) };
+}
+
+/// Mark the running CPU as the boot CPU (index 0): its TPIDR_EL1 is UNKNOWN at reset and
+/// whatever the loader left.
+pub fn init_boot_cpu() {
+    set_this_cpu(0);
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(idx: usize) -> ! {
+    set_this_cpu(idx);
     // Interrupts first (the wake-up mode must be known before run_on can see us online).
     let wfi = match crate::irq::init_this_cpu() {
         Ok(()) => true,

@@ -5,6 +5,7 @@
 //! The device's DMA mask is honoured on both paths.
 
 use crate::arch::cache;
+use crate::arch::smp::{MAX_CPUS, this_cpu};
 use crate::iommu::domain::{DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
 use crate::iommu::io_pgtable::{Granule, PgtError, Prot};
 use crate::iommu::registry;
@@ -76,8 +77,14 @@ const LAZY_RETRY_US: u64 = 1_000;
 const FLUSH_TIMER: Timer = Timer::Virtual;
 /// The flush timer's interrupt is wired (`start_flush_timer`).
 static FLUSH_TIMER_UP: AtomicBool = AtomicBool::new(false);
-/// Armed on some CPU and not run yet. Set and cleared under the IOMMU lock.
-static FLUSH_ARMED: AtomicBool = AtomicBool::new(false);
+/// Per CPU: its timer is armed and has not run yet. Each CPU arms its own: a CPU busy with
+/// IRQs masked (a secondary running a job) holds back only its own timer, not the bound of
+/// other CPUs' unmaps. Only the CPU itself sets or clears its flag.
+static FLUSH_ARMED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+fn armed_here() -> &'static AtomicBool {
+    &FLUSH_ARMED[this_cpu().min(MAX_CPUS - 1)]
+}
 
 /// What the lazy-flush timer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -117,7 +124,7 @@ pub fn start_flush_timer() -> Result<(), crate::irq::IrqError> {
 
 /// The flush timer is armed on some CPU and has not run yet.
 pub fn flush_timer_armed() -> bool {
-    FLUSH_ARMED.load(Ordering::Relaxed)
+    FLUSH_ARMED.iter().any(|a| a.load(Ordering::Relaxed))
 }
 
 /// Whether lazy mode is bounded in time on this machine.
@@ -131,8 +138,8 @@ fn flush_timer_fired(_: u32) {
     let outcome = IOMMU.try_lock().map(|mut io| {
         let r = io.try_invalidate_lazy();
         if !matches!(r, Ok(false)) {
-            // Done (or failed for good): the next deferred unmap arms again.
-            FLUSH_ARMED.store(false, Ordering::Relaxed);
+            // Done (or failed for good): this CPU's next deferred unmap arms again.
+            armed_here().store(false, Ordering::Relaxed);
         }
         r
     });
@@ -318,10 +325,14 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
                 io.unmap_lazy(did, start, size).map_err(not_mapped)?;
                 if io.domain(did)?.lazy_iovas.len() >= LAZY_BATCH {
                     io.flush_lazy(did)?;
-                } else if !FLUSH_ARMED.load(Ordering::Relaxed) && FLUSH_TIMER_UP.load(Ordering::Relaxed) {
-                    // Under the IOMMU lock, as the timer clears it: no queued unmap is missed.
-                    FLUSH_ARMED.store(true, Ordering::Relaxed);
-                    FLUSH_TIMER.arm_us(LAZY_TIMEOUT_US);
+                } else if FLUSH_TIMER_UP.load(Ordering::Relaxed) {
+                    // This CPU's timer; its handler clears the flag on this CPU, so no
+                    // deferred unmap is missed.
+                    let armed = armed_here();
+                    if !armed.load(Ordering::Relaxed) {
+                        armed.store(true, Ordering::Relaxed);
+                        FLUSH_TIMER.arm_us(LAZY_TIMEOUT_US);
+                    }
                 }
             }
             Ok(())

@@ -23,7 +23,66 @@ pub static TESTS: &[Test] = &[
     Test { suite: "smp", name: "idle_secondaries_sleep", run: idle_secondaries_sleep },
     Test { suite: "smp", name: "sgi_reaches_its_target", run: sgi_reaches_its_target },
     Test { suite: "smp", name: "lazy_flush_timer_on_secondary", run: lazy_flush_timer_on_secondary },
+    Test { suite: "smp", name: "lazy_flush_despite_a_busy_cpu", run: lazy_flush_despite_a_busy_cpu },
 ];
+
+/// How long CPU 1 stays busy (IRQs masked, as in every job) after its lazy unmap.
+const BUSY_MS: u64 = 300;
+
+/// CPU 1 unmaps lazily (arming its own flush timer) and then stays busy with IRQs masked,
+/// so its timer cannot run. CPU 0's lazy unmap meanwhile arms CPU 0's timer, which
+/// invalidates both long before CPU 1 is free again.
+fn lazy_flush_despite_a_busy_cpu(c: &Ctx) -> Outcome {
+    if let Err(o) = need_wfi_secondaries(c) {
+        return o;
+    }
+    if dma::strict() {
+        return Outcome::Skip("strict mode: no deferred unmaps (see the virt-smp2-lazy boot)".into());
+    }
+    let edus = EDUS.lock();
+    let Some(e) = edus.first() else { return Outcome::Skip("no edu".into()) };
+    let Path::Iommu(did) = dma::path(&e.dma) else { return Outcome::Skip("device not translated".into()) };
+    let (a, b) = match (Guarded::new(4096), Guarded::new(4096)) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Outcome::Fail("no memory".into()),
+    };
+    ensure!(wait_ms(200, || !dma::flush_timer_armed()), "the flush timer stays armed");
+    let unmapped = Arc::new(AtomicU64::new(0));
+    let (dev, pa, u2) = (e.dma.clone(), a.pa, unmapped.clone());
+    let job = Box::new(move || {
+        let r = dma::map_single(&dev, pa, 4096, Direction::ToDevice)
+            .and_then(|d| dma::unmap_single(&dev, d, 4096, Direction::ToDevice));
+        u2.store(if r.is_ok() { 1 } else { 2 }, Ordering::SeqCst);
+        crate::arch::timer::delay_us(BUSY_MS * 1000);
+    });
+    let t = match smp::run_on(1, job) {
+        Ok(t) => t,
+        Err(x) => return Outcome::Fail(format!("{x}")),
+    };
+    let r = (|| -> Result<u64, alloc::string::String> {
+        if !wait_ms(1000, || unmapped.load(Ordering::SeqCst) != 0) || unmapped.load(Ordering::SeqCst) != 1 {
+            return Err("CPU 1's lazy map+unmap did not complete".into());
+        }
+        let t0 = crate::arch::timer::ticks();
+        let d = dma::map_single(&e.dma, b.pa, 4096, Direction::ToDevice).map_err(|x| format!("map: {x}"))?;
+        dma::unmap_single(&e.dma, d, 4096, Direction::ToDevice).map_err(|x| format!("unmap: {x}"))?;
+        let stale = || IOMMU.lock().lazy_tlb_stale(did).unwrap_or(true);
+        if !wait_ms(BUSY_MS / 2, || !stale()) {
+            return Err(format!("deferred unmaps not invalidated within {} ms while CPU 1 is busy", BUSY_MS / 2));
+        }
+        Ok(crate::arch::timer::ticks_to_us(crate::arch::timer::ticks() - t0))
+    })();
+    let waited = smp::wait(1, t, BUSY_MS + 5_000);
+    let us = match r {
+        Ok(us) => us,
+        Err(m) => return Outcome::Fail(m),
+    };
+    if let Err(x) = waited {
+        return Outcome::Fail(format!("{x}"));
+    }
+    crate::kprintln!("smp: both CPUs' deferred unmaps invalidated {us} us after CPU 0's, CPU 1 busy for {BUSY_MS} ms");
+    Outcome::Pass
+}
 
 /// A lazy unmap on a secondary arms that CPU's flush timer, and the secondary, idle in
 /// WFI, takes it and invalidates: the boot CPU waits with IRQs masked meanwhile, so the
