@@ -34,8 +34,8 @@ fn emit(metric: &str, ours: f64, peer: Option<f64>, unit: &str) {
     }
 }
 
-/// Commands / syncs / PROD writes for one strict unmap of `pages` 4 KiB pages.
-fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64), String> {
+/// Commands / syncs / PROD writes / CONS reads for one strict unmap of `pages` 4 KiB pages.
+fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64, u64), String> {
     let smmu = 0;
     NO_RIL.store(!ril, Ordering::SeqCst);
     let mut io = IOMMU.lock();
@@ -49,7 +49,12 @@ fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64), String> {
         let before = smmu_stats(0);
         io.unmap(did, iova, pages * 4096).map_err(|e| alloc::format!("{e}"))?;
         let after = smmu_stats(0);
-        Ok((after.commands - before.commands, after.syncs - before.syncs, after.prod_writes - before.prod_writes))
+        Ok((
+            after.commands - before.commands,
+            after.syncs - before.syncs,
+            after.prod_writes - before.prod_writes,
+            after.cons_reads - before.cons_reads,
+        ))
     })();
     let _ = io.domain_free(did);
     NO_RIL.store(false, Ordering::SeqCst);
@@ -702,11 +707,12 @@ pub fn run(args: &BootArgs) -> u32 {
                 continue;
             }
             match invalidation(pages, ril) {
-                Ok((c, s, p)) => {
+                Ok((c, s, p, r)) => {
                     let tag = if ril { "ril" } else { "no_ril" };
                     emit(&alloc::format!("strict_unmap_{pages}p_{tag}_commands"), c as f64, None, "count");
                     emit(&alloc::format!("strict_unmap_{pages}p_{tag}_cmd_syncs"), s as f64, None, "count");
                     emit(&alloc::format!("strict_unmap_{pages}p_{tag}_prod_writes"), p as f64, None, "count");
+                    emit(&alloc::format!("strict_unmap_{pages}p_{tag}_cons_reads"), r as f64, None, "count");
                 }
                 Err(e) => {
                     kprintln!("bench: invalidation {pages} pages: {e}");

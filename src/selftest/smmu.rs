@@ -97,6 +97,12 @@ fn cmd_sync(c: &Ctx) -> Outcome {
             "{} CMDQ_PROD writes, expected 1",
             d.prod_writes - before.prod_writes
         );
+        // The queue had room by the CONS cached at the last CMD_SYNC: one CONS read, the
+        // poll that sees the CMD_SYNC consumed (QEMU consumes on the PROD write).
+        if !s.sync_by_irq() {
+            let reads = d.cons_reads - before.cons_reads;
+            ensure!(reads == 1, "{reads} CMDQ_CONS reads for one batch, expected 1");
+        }
         Outcome::Pass
     })
     .unwrap_or(Outcome::Fail("SMMU 0 vanished".into()))
