@@ -20,6 +20,26 @@ import run  # noqa: E402
 
 BENCH_RE = re.compile(r"^BENCH (\{.*\})\s*$", re.M)
 
+# The issue's targets: (metric pattern, what it asks, check). Rows without one print none.
+TARGETS = [
+    (r"^pgtable\.s[12]\.(map|unmap)_", "ratio <= 0.5", lambda r: r["ratio"] <= 0.5),
+    (r"^pgtable\.tables_1g_after_unmap_", "0 pages", lambda r: r["ours"] == 0),
+    (r"^strict_unmap_\d+p_(no_)?ril_cmd_syncs$", "1 CMD_SYNC", lambda r: r["ours"] == 1),
+    (r"^lazy_cmd_syncs_per_1000_unmaps$", "<= 4 (one per 256)", lambda r: r["ours"] <= 4),
+    (r"^map_unmap_1page_lazy_ns$", "ratio <= 1.5", lambda r: r["ratio"] <= 1.5),
+    (r"^virtio_read_(4k|64k)_seconds_(strict|lazy)(_g64k)?$", "ratio >= 0.95", lambda r: r["ratio"] >= 0.95),
+]
+
+
+def judge(r):
+    """Set r["target"] and r["met"] when the issue sets a target for this metric."""
+    for pat, what, ok in TARGETS:
+        if re.search(pat, r["metric"]):
+            if r.get("ratio") is None and "ratio" in what:
+                return
+            r["target"], r["met"] = what, bool(ok(r))
+            return
+
 
 def host_bench():
     triple = run.host_triple()
@@ -63,12 +83,18 @@ def main():
     run.make_disk_image(disk, 131072)  # 64 MiB
     print("== QEMU: throughput, virtio-blk 64 MiB read and edu DMA, strict/lazy/bypass interleaved ==", flush=True)
     results += qemu_bench("throughput", [], ["bench=virtio"], disk)
+    for r in results:
+        judge(r)
     w = max(len(r["metric"]) for r in results) if results else 10
-    print(f"\n{'metric':<{w}}  {'ours':>14}  {'peer':>14}  {'ratio':>8}  unit")
+    print(f"\n{'metric':<{w}}  {'ours':>14}  {'peer':>14}  {'ratio':>8}  {'unit':<5}  target")
     for r in results:
         peer = "" if r.get("peer") is None else f"{r['peer']:.3f}"
         ratio = "" if r.get("ratio") is None else f"{r['ratio']:.3f}"
-        print(f"{r['metric']:<{w}}  {r['ours']:>14.3f}  {peer:>14}  {ratio:>8}  {r.get('unit', '')}")
+        target = "" if "met" not in r else ("met" if r["met"] else "MISSED") + f" ({r['target']})"
+        print(f"{r['metric']:<{w}}  {r['ours']:>14.3f}  {peer:>14}  {ratio:>8}  {r.get('unit', ''):<5}  {target}")
+    judged = [r for r in results if "met" in r]
+    missed = [r["metric"] for r in judged if not r["met"]]
+    print(f"\ntargets: {len(judged) - len(missed)} met, {len(missed)} missed" + (": " + ", ".join(missed) if missed else ""))
     path = os.environ.get("SMMU_BENCH_JSON", os.path.join(ROOT, "build", "bench.json"))
     with open(path, "w") as f:
         json.dump(results, f, indent=2)
