@@ -150,6 +150,15 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
         arch::exit::exit(if failed == 0 { 0 } else { 1 });
     }
     let summary = selftest::run(&platform, &args);
+    if kernel::dma::flush_timer_up() {
+        let t = kernel::dma::flush_timer_stats();
+        kprintln!(
+            "dma: lazy-flush timer ran {} times ({} retries, {} failed invalidations)",
+            t.flushes,
+            t.retries,
+            t.errors
+        );
+    }
     kprintln!("{summary}");
     arch::exit::exit(if summary.failed == 0 { 0 } else { 1 })
 }
