@@ -16,8 +16,7 @@ use crate::iommu::io_pgtable::{Granule, Prot};
 use crate::iommu::registry;
 use crate::iommu::smmuv3::device::Stats;
 use crate::kprintln;
-use crate::mm::PAGE_SIZE;
-use crate::mm::frames;
+use crate::mm::frames::{self, FrameBuf};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -227,35 +226,8 @@ impl Modes {
     }
 }
 
-/// Page-aligned memory from the frame allocator: a 64 KiB read buffer spans 16 pages, not
-/// the 17 a heap buffer straddling page boundaries would make the DMA API map.
-struct PageBuf {
-    pa: u64,
-    pages: usize,
-}
-
-impl PageBuf {
-    fn alloc(len: usize) -> Result<PageBuf, String> {
-        let pages = len.div_ceil(PAGE_SIZE as usize);
-        let pa = frames::alloc_zeroed(pages).ok_or_else(|| alloc::format!("no {pages} free pages"))?;
-        Ok(PageBuf { pa, pages })
-    }
-
-    fn len(&self) -> usize {
-        self.pages * PAGE_SIZE as usize
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `pages` pages of RAM this buffer owns since alloc_zeroed, mapped normal at
-        // VA == PA; `&mut self` makes this the only reference.
-        unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, self.len()) }
-    }
-}
-
-impl Drop for PageBuf {
-    fn drop(&mut self) {
-        frames::free(self.pa, self.pages);
-    }
+fn page_buf(len: usize) -> Result<FrameBuf, String> {
+    FrameBuf::alloc(len).ok_or_else(|| alloc::format!("no free pages for {len} bytes"))
 }
 
 /// What the runs of one workload measured, per pass and mode (indexed by `Mode::index`).
@@ -516,7 +488,7 @@ fn virtio_move(b: &mut VirtioBlk, modes: &Modes, mode: Mode) -> Result<(), Strin
 /// the modes take turns slice by slice (in an order rotated every slice); a mode's time in
 /// the pass is the sum of its slices.
 fn virtio_passes(b: &mut VirtioBlk, modes: &Modes, chunk: usize) -> Result<Runs, String> {
-    let mut buf = PageBuf::alloc(chunk)?;
+    let mut buf = page_buf(chunk)?;
     let per = (chunk / SECTOR_SIZE) as u64;
     let reads = b.capacity() / per;
     let slice = reads.div_ceil(SLICES).max(1);
@@ -555,11 +527,11 @@ fn virtio_passes(b: &mut VirtioBlk, modes: &Modes, chunk: usize) -> Result<Runs,
 /// transfer. The edu has no long-lived mappings: moving it needs no quiesce.
 fn edu_passes(e: &mut EduDev, modes: &Modes) -> Result<Runs, String> {
     const LEN: usize = 4096;
-    let mut pattern = PageBuf::alloc(LEN)?;
+    let mut pattern = page_buf(LEN)?;
     for (i, x) in pattern.as_mut_slice().iter_mut().enumerate() {
         *x = (i * 7 + 3) as u8;
     }
-    let mut page = PageBuf::alloc(LEN)?;
+    let mut page = page_buf(LEN)?;
     // The engine's buffer is loaded once (one untimed transfer) and written out after.
     modes.set(Mode::Strict)?;
     let d = dma::map_single(&e.dma, pattern.pa, LEN, Direction::ToDevice).map_err(|x| alloc::format!("map: {x}"))?;

@@ -49,6 +49,39 @@ pub fn free(pa: u64, pages: usize) {
     f.free_pages += n as u64;
 }
 
+/// Zeroed page frames owned until dropped: a page-aligned buffer, e.g. for DMA (a 64 KiB
+/// buffer spans 16 pages, not the 17 a heap buffer straddling page boundaries would make
+/// the DMA API map), aligned to its size when that is a power of two of pages.
+pub struct FrameBuf {
+    pub pa: u64,
+    pages: usize,
+}
+
+impl FrameBuf {
+    /// At least `len` bytes (whole pages).
+    pub fn alloc(len: usize) -> Option<FrameBuf> {
+        let pages = len.div_ceil(PAGE_SIZE as usize).max(1);
+        Some(FrameBuf { pa: alloc_zeroed(pages)?, pages })
+    }
+
+    /// Bytes owned (whole pages).
+    pub fn size(&self) -> usize {
+        self.pages * PAGE_SIZE as usize
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `pages` pages of RAM this buffer owns since alloc_zeroed, mapped normal at
+        // VA == PA; `&mut self` makes this the only reference.
+        unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, self.size()) }
+    }
+}
+
+impl Drop for FrameBuf {
+    fn drop(&mut self) {
+        free(self.pa, self.pages);
+    }
+}
+
 /// (free pages, total pages).
 pub fn stats() -> (u64, u64) {
     let f = FRAMES.lock();

@@ -212,36 +212,18 @@ fn translate_s1(_: &Ctx) -> Outcome {
     })
 }
 
-/// One translation granule of RAM (4K, 16K or 64K), aligned to its size, every byte `v`.
-struct GranulePage {
-    pa: u64,
-    pages: usize,
-}
-
-impl GranulePage {
-    fn new(size: u64, v: u8) -> Option<GranulePage> {
-        let pages = (size / PAGE as u64).max(1) as usize;
-        // The frame allocator is a buddy allocator: a power-of-two block is aligned to its size.
-        let pa = frames::alloc_zeroed(pages)?;
-        // SAFETY: `pages` frames just allocated to us, identity-mapped RAM nothing else uses.
-        unsafe { core::ptr::write_bytes(pa as *mut u8, v, pages * PAGE) };
-        Some(GranulePage { pa, pages })
-    }
-}
-
-impl Drop for GranulePage {
-    fn drop(&mut self) {
-        frames::free(self.pa, self.pages);
-    }
-}
-
 /// Map IOVA -> A, DMA; remap IOVA -> B; DMA again must see B. One page of the domain's
 /// granule each.
 fn remap_round(e: &mut EduDev, invalidate: bool) -> Result<(u8, u8), Outcome> {
     let did = domain_of(&e.dma).ok_or(Outcome::Fail("no domain".into()))?;
     let g = IOMMU.lock().domain(did).map_err(|x| Outcome::Fail(format!("{x}")))?.granule.size();
-    let a = GranulePage::new(g, 0x11).ok_or(Outcome::Fail("no memory".into()))?;
-    let b = GranulePage::new(g, 0x22).ok_or(Outcome::Fail("no memory".into()))?;
+    // One granule each, aligned to it (the frame allocator is a buddy allocator).
+    let granule_page = |v: u8| {
+        let mut p = frames::FrameBuf::alloc(g as usize).ok_or(Outcome::Fail("no memory".into()))?;
+        p.as_mut_slice().fill(v);
+        Ok::<_, Outcome>(p)
+    };
+    let (a, b) = (granule_page(0x11)?, granule_page(0x22)?);
     let out = Guarded::new(PAGE).ok_or(Outcome::Fail("no memory".into()))?;
     let iova = spare_iova(did, e.dma.mask).ok_or(Outcome::Fail("no IOVA".into()))?;
     let o = dma::map_single(&e.dma, out.pa, 64, Direction::FromDevice).map_err(|x| Outcome::Fail(format!("{x}")))?;
