@@ -3,7 +3,7 @@
 //! invalidation, faults, bypass/abort/global bypass, stage 2, nested, isolation,
 //! groups, attach/detach, DMA masks and API misuse.
 
-use super::{Ctx, Test};
+use super::{Ctx, Test, wait_until};
 use crate::dma::{self, Direction, DmaDevice, DmaError, Path};
 use crate::drivers::{DmaEngine, EDUS, EduDev};
 use crate::ensure;
@@ -815,10 +815,7 @@ fn lazy_flush_timeout(_: &Ctx) -> Outcome {
                 }
                 // IRQs are back on: the timer has fired by now and runs at once.
                 let t0 = crate::arch::timer::ticks();
-                let d_ = crate::arch::timer::Deadline::after_ms(LAZY_TIMEOUT_MS_BOUND);
-                while dma::flush_timer_stats().flushes == before && !d_.expired() {
-                    core::hint::spin_loop();
-                }
+                wait_until(LAZY_TIMEOUT_MS_BOUND, || dma::flush_timer_stats().flushes != before);
                 let waited = crate::arch::timer::ticks_to_us(crate::arch::timer::ticks() - t0);
                 if IOMMU.lock().lazy_tlb_stale(did).unwrap_or(true) {
                     return Err(format!("deferred unmaps still not invalidated {waited} us after IRQs came back"));

@@ -3,8 +3,7 @@
 //! ITS, and edu MSIs remapped through the SMMU (translated, bypass, direct, faulting).
 
 use super::dma::in_domain;
-use super::{Ctx, Test};
-use crate::arch::timer::Deadline;
+use super::{Ctx, Test, wait_until};
 use crate::bus::msi::{self, Msi};
 use crate::dma::{self, Direction, Path};
 use crate::drivers::{DmaEngine, EDUS, EduDev};
@@ -61,18 +60,6 @@ fn need_irqs(c: &Ctx) -> Option<Outcome> {
         Some(g) if g.version == 3 => Some(Outcome::Fail("the DT has a GICv3 but interrupts are not up".into())),
         _ => Some(Outcome::Skip("no GICv3".into())),
     }
-}
-
-/// Wait (bounded) until `f` holds; true if it did.
-fn wait_until(ms: u64, f: impl Fn() -> bool) -> bool {
-    let d = Deadline::after_ms(ms);
-    while !f() {
-        if d.expired() {
-            return f();
-        }
-        core::hint::spin_loop();
-    }
-    true
 }
 
 static TIMER_REARM: AtomicU32 = AtomicU32::new(0);

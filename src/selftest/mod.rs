@@ -71,6 +71,18 @@ fn crash(kind: &str) {
     }
 }
 
+/// Spin (bounded) until `f` holds; true if it did.
+pub(super) fn wait_until(ms: u64, f: impl Fn() -> bool) -> bool {
+    let d = crate::arch::timer::Deadline::after_ms(ms);
+    while !f() {
+        if d.expired() {
+            return f();
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
 pub fn run(platform: &Platform, args: &BootArgs) -> Summary {
     if let Some(kind) = args.get("crash") {
         crash(kind);

@@ -4,7 +4,7 @@
 //! WFI and take the SGIs sent to them.
 
 use super::dma::{Guarded, copy_and_check};
-use super::{Ctx, Test};
+use super::{Ctx, Test, wait_until};
 use crate::arch::smp;
 use crate::dma::{self, Direction, DmaDevice, Path};
 use crate::drivers::EDUS;
@@ -46,7 +46,7 @@ fn lazy_flush_despite_a_busy_cpu(c: &Ctx) -> Outcome {
         (Some(a), Some(b)) => (a, b),
         _ => return Outcome::Fail("no memory".into()),
     };
-    ensure!(wait_ms(200, || !dma::flush_timer_armed()), "the flush timer stays armed");
+    ensure!(wait_until(200, || !dma::flush_timer_armed()), "the flush timer stays armed");
     let unmapped = Arc::new(AtomicU64::new(0));
     let (dev, pa, u2) = (e.dma.clone(), a.pa, unmapped.clone());
     let job = Box::new(move || {
@@ -60,14 +60,14 @@ fn lazy_flush_despite_a_busy_cpu(c: &Ctx) -> Outcome {
         Err(x) => return Outcome::Fail(format!("{x}")),
     };
     let r = (|| -> Result<u64, alloc::string::String> {
-        if !wait_ms(1000, || unmapped.load(Ordering::SeqCst) != 0) || unmapped.load(Ordering::SeqCst) != 1 {
+        if !wait_until(1000, || unmapped.load(Ordering::SeqCst) != 0) || unmapped.load(Ordering::SeqCst) != 1 {
             return Err("CPU 1's lazy map+unmap did not complete".into());
         }
         let t0 = crate::arch::timer::ticks();
         let d = dma::map_single(&e.dma, b.pa, 4096, Direction::ToDevice).map_err(|x| format!("map: {x}"))?;
         dma::unmap_single(&e.dma, d, 4096, Direction::ToDevice).map_err(|x| format!("unmap: {x}"))?;
         let stale = || IOMMU.lock().lazy_tlb_stale(did).unwrap_or(true);
-        if !wait_ms(BUSY_MS / 2, || !stale()) {
+        if !wait_until(BUSY_MS / 2, || !stale()) {
             return Err(format!("deferred unmaps not invalidated within {} ms while CPU 1 is busy", BUSY_MS / 2));
         }
         Ok(crate::arch::timer::ticks_to_us(crate::arch::timer::ticks() - t0))
@@ -105,7 +105,7 @@ fn lazy_flush_timer_on_secondary(c: &Ctx) -> Outcome {
         None => return Outcome::Fail("no memory".into()),
     };
     // Whatever earlier work armed runs out first: then CPU 1's unmap is the one that arms.
-    ensure!(wait_ms(200, || !dma::flush_timer_armed()), "the flush timer stays armed");
+    ensure!(wait_until(200, || !dma::flush_timer_armed()), "the flush timer stays armed");
     let before = dma::flush_timer_stats().flushes;
     let (dev, pa) = (e.dma.clone(), buf.pa);
     let result = Arc::new(spin::Mutex::new(None));
@@ -131,22 +131,10 @@ fn lazy_flush_timer_on_secondary(c: &Ctx) -> Outcome {
     }
     ensure!(armed, "the lazy unmap on CPU 1 did not arm the flush timer");
     let stale = || IOMMU.lock().lazy_tlb_stale(did).unwrap_or(true);
-    let done = crate::arch::without_irqs(|| wait_ms(200, || !stale()));
+    let done = crate::arch::without_irqs(|| wait_until(200, || !stale()));
     ensure!(done, "the deferred unmap is not invalidated 200 ms after CPU 1 queued it");
     ensure!(dma::flush_timer_stats().flushes > before, "invalidated, but no flush-timer run was counted");
     Outcome::Pass
-}
-
-/// Spin (bounded) until `f` holds; true if it did.
-fn wait_ms(ms: u64, f: impl Fn() -> bool) -> bool {
-    let d = crate::arch::timer::Deadline::after_ms(ms);
-    while !f() {
-        if d.expired() {
-            return f();
-        }
-        core::hint::spin_loop();
-    }
-    true
 }
 
 fn secondaries_online(c: &Ctx) -> Outcome {
