@@ -94,7 +94,7 @@ impl Mode {
     /// virtio-blk also runs with 64 KiB pages: a 64 KiB read is then one page to map, one
     /// IOTLB entry and one walk instead of sixteen.
     const WITH_G64K: [Mode; 5] = [Mode::Strict, Mode::Lazy, Mode::Bypass, Mode::StrictG64k, Mode::LazyG64k];
-    const COUNT: usize = 5;
+    const COUNT: usize = Mode::WITH_G64K.len();
 
     fn name(self) -> &'static str {
         match self {
@@ -193,11 +193,11 @@ impl Modes {
         }
     }
 
-    /// The DMA path a device in `mode` takes.
+    /// The DMA path a device in `mode` takes (blocked: a mode without its domain).
     fn path(&self, mode: Mode) -> Path {
-        match (mode, self.domain(mode)) {
-            (Mode::Bypass, _) | (_, Err(_)) => Path::Direct,
-            (_, Ok(did)) => Path::Iommu(did),
+        match mode {
+            Mode::Bypass => Path::Direct,
+            _ => self.domain(mode).map_or(Path::Blocked, Path::Iommu),
         }
     }
 
