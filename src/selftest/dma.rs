@@ -108,24 +108,6 @@ impl Drop for Guarded {
     }
 }
 
-macro_rules! tri {
-    ($e:expr, $what:literal) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Outcome::Fail(format!(concat!($what, ": {}"), e)),
-        }
-    };
-}
-
-macro_rules! some {
-    ($e:expr, $what:literal) => {
-        match $e {
-            Some(v) => v,
-            None => return Outcome::Fail(format!($what)),
-        }
-    };
-}
-
 /// Run `f` with edu number `i`, or skip when the machine has fewer.
 fn with_edu(i: usize, f: impl FnOnce(&mut EduDev) -> Outcome) -> Outcome {
     let mut edus = EDUS.lock();

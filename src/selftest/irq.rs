@@ -42,15 +42,6 @@ const IRQ_WAIT_MS: u64 = 50;
 /// edu's DMA-completion bit in its interrupt status.
 const EDU_DMA_IRQ: u32 = 0x100;
 
-macro_rules! tri {
-    ($e:expr, $what:literal) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Outcome::Fail(format!(concat!($what, ": {}"), e)),
-        }
-    };
-}
-
 /// Interrupts must be up whenever the DT has a GICv3; skip only without one.
 fn need_irqs(c: &Ctx) -> Option<Outcome> {
     if irq::ready() {

@@ -1,6 +1,26 @@
 //! In-kernel test suites. They use the layers only through their public APIs and
 //! report through the harness; `test=<filter>` on the command line picks a subset.
 
+/// In a test: the value of `Ok`, or fail the test with `what: error`.
+macro_rules! tri {
+    ($e:expr, $what:literal) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $crate::harness::Outcome::Fail(alloc::format!(concat!($what, ": {}"), e)),
+        }
+    };
+}
+
+/// In a test: the value of `Some`, or fail the test with `what`.
+macro_rules! some {
+    ($e:expr, $what:literal) => {
+        match $e {
+            Some(v) => v,
+            None => return $crate::harness::Outcome::Fail(alloc::format!($what)),
+        }
+    };
+}
+
 mod boot;
 mod dma;
 mod irq;

@@ -32,15 +32,6 @@ const IMAGE_SECTORS: u64 = 2048;
 /// Sectors at the end of the disk the write test may change.
 const SCRATCH: u64 = 256;
 
-macro_rules! tri {
-    ($e:expr, $what:literal) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Outcome::Fail(format!(concat!($what, ": {}"), e)),
-        }
-    };
-}
-
 /// Byte `i` of sector `n` in the runner's image.
 fn pattern(n: u64, i: usize) -> u8 {
     match i {
