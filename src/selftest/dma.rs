@@ -90,7 +90,7 @@ impl Guarded {
             seed.wrapping_add((i as u8).wrapping_mul(7)).wrapping_add((i >> 8) as u8)
         });
     }
-    fn same_as(&self, other: &Guarded) -> Option<usize> {
+    pub(super) fn same_as(&self, other: &Guarded) -> Option<usize> {
         self.bytes().iter().zip(other.bytes().iter()).position(|(a, b)| a != b)
     }
     fn all(&self, v: u8) -> bool {

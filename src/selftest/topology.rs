@@ -2,6 +2,7 @@
 //! and configured as firmware would, StreamIDs spread over several level-2 stream
 //! tables, DMA through every device, and `bypass_iommu` buses on the direct path.
 
+use super::dma::Guarded;
 use super::{Ctx, Test};
 use crate::bus::pci::{self, Function};
 use crate::dma::{self, Direction, Path};
@@ -12,7 +13,6 @@ use crate::iommu::domain::IOMMU;
 use crate::iommu::registry;
 use crate::iommu::smmuv3::ste::{STE0_CFG_MASK, STE0_CFG_SHIFT, STE0_V, Ste, SteConfig};
 use crate::iommu::smmuv3::strtab::{Format, SPLIT};
-use crate::mm::frames;
 use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
@@ -27,47 +27,6 @@ pub static TESTS: &[Test] = &[
 ];
 
 const PAGE: usize = 4096;
-const CANARY: u8 = 0xca;
-
-/// Whole pages with a canary page on each side (the idea of dma.rs's `Guarded`).
-struct Guarded {
-    base: u64,
-    pages: usize,
-    pa: u64,
-}
-
-impl Guarded {
-    fn new() -> Option<Guarded> {
-        let base = frames::alloc_zeroed(3)?;
-        let g = Guarded { base, pages: 3, pa: base + PAGE as u64 };
-        g.write(base, |_| CANARY);
-        g.write(base + 2 * PAGE as u64, |_| CANARY);
-        Some(g)
-    }
-    fn write(&self, at: u64, f: impl Fn(usize) -> u8) {
-        for i in 0..PAGE {
-            // SAFETY: `at` is one of this buffer's pages, owned by the test; the device
-            // may write them too, hence volatile.
-            unsafe { core::ptr::write_volatile((at as *mut u8).add(i), f(i)) };
-        }
-    }
-    fn page(&self, at: u64) -> &[u8] {
-        // SAFETY: `at` is one of this buffer's pages.
-        unsafe { core::slice::from_raw_parts(at as *const u8, PAGE) }
-    }
-    fn fill(&self, seed: u8) {
-        self.write(self.pa, |i| seed.wrapping_add((i as u8).wrapping_mul(13)).wrapping_add((i >> 8) as u8));
-    }
-    fn canaries_intact(&self) -> bool {
-        [self.base, self.pa + PAGE as u64].iter().all(|&g| self.page(g).iter().all(|&b| b == CANARY))
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        frames::free(self.base, self.pages);
-    }
-}
 
 /// `expect.<key>=N` from the command line; Err(outcome) when it is not a number.
 fn expected(c: &Ctx, key: &str) -> Result<Option<u64>, Outcome> {
@@ -306,8 +265,8 @@ fn two_level_stream_table(c: &Ctx) -> Outcome {
 /// Memory -> engine -> memory through the DMA API, every byte checked; `seed` differs
 /// per device so data that went to the wrong buffer does not pass.
 fn round_trip(e: &mut EduDev, seed: u8) -> Result<(u64, u64, u64, u64), String> {
-    let src = Guarded::new().ok_or("no memory")?;
-    let dst = Guarded::new().ok_or("no memory")?;
+    let src = Guarded::new(PAGE).ok_or("no memory")?;
+    let dst = Guarded::new(PAGE).ok_or("no memory")?;
     src.fill(seed);
     let s = dma::map_single(&e.dma, src.pa, PAGE, Direction::ToDevice).map_err(|x| format!("map src: {x}"))?;
     let d = match dma::map_single(&e.dma, dst.pa, PAGE, Direction::FromDevice) {
@@ -321,7 +280,7 @@ fn round_trip(e: &mut EduDev, seed: u8) -> Result<(u64, u64, u64, u64), String> 
     let _ = dma::unmap_single(&e.dma, s, PAGE, Direction::ToDevice);
     let _ = dma::unmap_single(&e.dma, d, PAGE, Direction::FromDevice);
     r.map_err(|x| format!("DMA: {x}"))?;
-    if let Some(i) = dst.page(dst.pa).iter().zip(src.page(src.pa)).position(|(a, b)| a != b) {
+    if let Some(i) = dst.same_as(&src) {
         return Err(format!("byte {i} differs after DMA {s:#x} -> {d:#x}"));
     }
     if !src.canaries_intact() || !dst.canaries_intact() {
@@ -423,7 +382,7 @@ fn aliased_functions_share_a_group(_: &Ctx) -> Outcome {
     // j > i by construction.
     let (x, y) = edus.split_at_mut(j);
     let (a, b) = (&mut x[i], &mut y[0]);
-    let bufs: Vec<Guarded> = (0..4).filter_map(|_| Guarded::new()).collect();
+    let bufs: Vec<Guarded> = (0..4).filter_map(|_| Guarded::new(PAGE)).collect();
     ensure!(bufs.len() == 4, "no memory");
     bufs[0].fill(0x5a);
     bufs[2].fill(0xa5);
@@ -450,8 +409,8 @@ fn aliased_functions_share_a_group(_: &Ctx) -> Outcome {
     let ev = registry::with_smmu(0, |s| s.take_events()).unwrap_or_default();
     ensure!(r.is_ok(), "{} / {}: {}", a.dma.name, b.dma.name, r.err().unwrap_or_default());
     ensure!(ev.is_empty(), "SMMU events: {}", ev[0]);
-    ensure!(bufs[1].page(bufs[1].pa) == bufs[0].page(bufs[0].pa), "{}: copy differs", a.dma.name);
-    ensure!(bufs[3].page(bufs[3].pa) == bufs[2].page(bufs[2].pa), "{}: copy differs", b.dma.name);
+    ensure!(bufs[1].bytes() == bufs[0].bytes(), "{}: copy differs", a.dma.name);
+    ensure!(bufs[3].bytes() == bufs[2].bytes(), "{}: copy differs", b.dma.name);
     ensure!(bufs.iter().all(Guarded::canaries_intact), "canary pages changed");
     Outcome::Pass
 }
