@@ -661,14 +661,18 @@ impl Iommu {
             pgt.complete(&mut g)?;
         }
         r?;
-        let iovas = core::mem::take(&mut d.lazy_iovas);
-        let n = iovas.len();
-        if let Some(a) = d.iova.as_mut() {
-            for i in iovas {
-                a.free(i)?;
+        let n = d.lazy_iovas.len();
+        // Drained, not taken: the next batch refills the same capacity without reallocating.
+        let mut failed = None;
+        for i in d.lazy_iovas.drain(..) {
+            if let Some(Err(e)) = d.iova.as_mut().map(|a| a.free(i)) {
+                failed.get_or_insert(e);
             }
         }
-        Ok(n)
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(n),
+        }
     }
 
     /// For interrupt context (the lazy-flush timer): invalidate the TLB entries of every

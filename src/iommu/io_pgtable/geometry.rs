@@ -140,6 +140,9 @@ pub(crate) struct Geometry {
     idx_masks: [usize; 4],
     /// Lowest level that may hold a leaf (see `leaf_ok`).
     leaf_min: u32,
+    /// `[s]`: the level (>= start) whose leaf entries are 2^s bytes, 0 if none (level 0 never
+    /// holds leaves).
+    leaf_level_of_shift: [u8; 64],
 }
 
 impl Geometry {
@@ -178,6 +181,10 @@ impl Geometry {
             Granule::K4 => 1,
             Granule::K16 | Granule::K64 => 2,
         };
+        let mut leaf_level_of_shift = [0u8; 64];
+        for l in leaf_min.max(start)..=LEAF_LEVEL {
+            leaf_level_of_shift[shifts[l as usize] as usize] = l as u8;
+        }
         Ok(Geometry {
             granule: cfg.granule,
             pg_shift,
@@ -190,6 +197,7 @@ impl Geometry {
             shifts,
             idx_masks,
             leaf_min,
+            leaf_level_of_shift,
         })
     }
 
@@ -239,6 +247,16 @@ impl Geometry {
     #[inline(always)]
     pub(crate) fn leaf_ok(&self, level: u32) -> bool {
         level >= self.leaf_min
+    }
+
+    /// The level whose leaf entries (pages, or blocks where blocks are allowed) are exactly
+    /// `size` bytes, when `[iova, iova + size)` is one such entry inside the input range: the
+    /// single-entry fast paths of `map` and `unmap`. A table lookup, no loop.
+    #[inline(always)]
+    pub(crate) fn single_leaf(&self, iova: u64, size: u64) -> Option<u32> {
+        let level = self.leaf_level_of_shift[(size.trailing_zeros() & 63) as usize];
+        (level != 0 && size.is_power_of_two() && iova & (size - 1) == 0 && iova >> self.ias == 0)
+            .then_some(u32::from(level))
     }
 
     /// SL0 value for this start level (VTCR_EL2.SL0 encoding).

@@ -11,10 +11,13 @@
 //!   whole range, then iterate the entries of each table and recurse (depth <= 3) only into
 //!   the tables they touch; runs of pages inside one leaf table and runs of whole blocks take
 //!   straight-line fast paths, and unmapping exactly one entry that holds a table detaches that
-//!   table whole (one scan, no per-entry writes). No heap allocation at all: tables allocated
-//!   ahead of an operation and tables awaiting their deferred free are linked through their own
-//!   entry 0. `tests/bench_pgtable.rs` (`make bench-host`) times all this against
-//!   `aarch64-paging`.
+//!   table whole (one scan, no per-entry writes).
+//! * One page or one block (the DMA API's common case) whose tables exist, and stay linked on
+//!   unmap, takes a straight walk and one store (`map_one`, `unmap_one`); anything else,
+//!   errors included, the general path.
+//! * No heap allocation at all: tables allocated ahead of an operation and tables awaiting
+//!   their deferred free are linked through their own entry 0. `tests/bench_pgtable.rs`
+//!   (`make bench-host`) times all this against `aarch64-paging`.
 //! * No hardware table updates (HTTU) are assumed: AF is set in every leaf, so the CD/STE must
 //!   leave HA/HD (and HAFT) disabled.
 //! * Live-entry counts of every non-root table live in IGNORED bits of the table descriptor
@@ -231,7 +234,24 @@ impl<M: TableMemory> IoPageTable<M> {
 
     /// Map `[iova, iova + size)` to `[pa, pa + size)`. All three must be granule aligned.
     /// Either the whole range is mapped or nothing changes (see the module docs).
+    #[inline]
     pub fn map(&mut self, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<(), PgtError> {
+        // Fast path (the DMA API's one page, or one block): a single leaf entry below tables
+        // that already exist. Everything else, errors included, takes the general path.
+        if self.pending_splits == 0
+            && let Some(leaf) = self.geo.single_leaf(iova, size)
+            && pa & (size - 1) == 0
+            && pa >> self.geo.oas == 0
+            && let Ok(attrs) = leaf_attrs(self.cfg.stage, &prot)
+            && self.map_one(leaf, iova, pa, attrs)
+        {
+            return Ok(());
+        }
+        self.map_general(iova, pa, size, prot)
+    }
+
+    #[inline]
+    fn map_general(&mut self, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<(), PgtError> {
         if self.pending_splits != 0 {
             return Err(PgtError::SplitPending);
         }
@@ -305,7 +325,22 @@ impl<M: TableMemory> IoPageTable<M> {
     /// skipped; `Err(NotMapped)` if nothing was mapped. The gather must then be invalidated
     /// and passed to [`complete`](Self::complete) (see [`Gather`]). Errors other than
     /// `NotMapped` are returned before anything changes.
+    #[inline]
     pub fn unmap(&mut self, iova: u64, size: u64, gather: &mut Gather) -> Result<u64, PgtError> {
+        // Fast path (the DMA API's one page, or one block): a single leaf entry whose table
+        // stays linked. Everything else, errors included, takes the general path.
+        if self.pending_splits == 0
+            && gather.owner.is_none_or(|o| o == self.id())
+            && let Some(leaf) = self.geo.single_leaf(iova, size)
+            && self.unmap_one(leaf, iova, gather)
+        {
+            return Ok(size);
+        }
+        self.unmap_general(iova, size, gather)
+    }
+
+    #[inline]
+    fn unmap_general(&mut self, iova: u64, size: u64, gather: &mut Gather) -> Result<u64, PgtError> {
         if self.pending_splits != 0 {
             return Err(PgtError::SplitPending);
         }
@@ -387,7 +422,18 @@ impl<M: TableMemory> IoPageTable<M> {
     /// Finish the unmaps recorded in `gather`, to be called once the TLB invalidation of
     /// `[gather.start, gather.end)` has completed (CMD_SYNC done): installs split tables, frees
     /// detached tables and resets the gather for reuse.
+    #[inline]
     pub fn complete(&mut self, gather: &mut Gather) -> Result<(), PgtError> {
+        // Fast path: nothing to install or free (leaf unmaps).
+        if gather.deferred_len == 0 && self.pending_splits == 0 && gather.owner.is_none_or(|o| o == self.id()) {
+            gather.reset();
+            return Ok(());
+        }
+        self.complete_general(gather)
+    }
+
+    #[inline]
+    fn complete_general(&mut self, gather: &mut Gather) -> Result<(), PgtError> {
         match gather.owner {
             None => {
                 gather.reset();
@@ -396,7 +442,9 @@ impl<M: TableMemory> IoPageTable<M> {
             Some(o) if o != self.id() => return Err(PgtError::ForeignGather),
             Some(_) => {}
         }
-        for slot in gather.pending.iter_mut() {
+        // A gather with split tables to install has raised `pending_splits`.
+        let splits = self.pending_splits != 0;
+        for slot in gather.pending.iter_mut().filter(|_| splits) {
             if let Some(p) = slot.take() {
                 let t = if p.table_pa == self.root_pa { self.root() } else { self.table(p.table_pa) };
                 if t.get(p.idx) == p.desc & !DESC_VALID {
@@ -671,6 +719,38 @@ impl<M: TableMemory> IoPageTable<M> {
             cur = chunk_end;
         }
         Ok(need)
+    }
+
+    /// Map one leaf entry at level `leaf` (`iova` and `pa` aligned to it) if every table above
+    /// it exists and the entry is invalid; otherwise change nothing and return false (the
+    /// general path then allocates, reports, or maps inside a retained empty table).
+    #[inline(always)]
+    fn map_one(&mut self, leaf: u32, iova: u64, pa: u64, attrs: u64) -> bool {
+        let g = &self.geo;
+        let (mut level, mut t) = (g.start, self.root());
+        let mut parent = None;
+        while level < leaf {
+            let idx = g.index(level, iova);
+            let d = t.get(idx);
+            if d & DESC_TYPE_MASK != DESC_TABLE {
+                return false;
+            }
+            parent = Some((t, idx, d));
+            t = self.table(d & ADDR_MASK);
+            level += 1;
+        }
+        let idx = g.index(leaf, iova);
+        if t.get(idx) != 0 {
+            return false;
+        }
+        let kind = if leaf == LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK };
+        t.set(idx, attrs | kind | pa);
+        self.sync(t, idx, 1);
+        if let Some((pt, pidx, d)) = parent {
+            // Only IGNORED bits change: no sync needed for the walker.
+            pt.set(pidx, with_count(d, table_count(d) + 1));
+        }
+        true
     }
 
     /// Map a run of pages inside one existing leaf table: check that all are free, then write.
@@ -1039,6 +1119,47 @@ impl<M: TableMemory> IoPageTable<M> {
             let d = t.get(i);
             d == 0 || d & DESC_TYPE_MASK == DESC_BLOCK
         })
+    }
+
+    /// Unmap the leaf entry (page or block) at level `leaf` that maps exactly `iova` (aligned
+    /// to it) when its table stays linked afterwards (tables are retained, or it holds other
+    /// entries); otherwise change nothing and return false (the general path then detaches a
+    /// table found there, frees an emptied one, or reports `NotMapped`).
+    #[inline(always)]
+    fn unmap_one(&mut self, leaf: u32, iova: u64, gather: &mut Gather) -> bool {
+        let g = &self.geo;
+        let (mut level, mut t) = (g.start, self.root());
+        let mut parent = None;
+        while level < leaf {
+            let idx = g.index(level, iova);
+            let d = t.get(idx);
+            if d & DESC_TYPE_MASK != DESC_TABLE {
+                return false;
+            }
+            parent = Some((t, idx, d));
+            t = self.table(d & ADDR_MASK);
+            level += 1;
+        }
+        let idx = g.index(leaf, iova);
+        let kind = if leaf == LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK };
+        if t.get(idx) & DESC_TYPE_MASK != kind {
+            return false;
+        }
+        if let Some((pt, pidx, d)) = parent {
+            let left = table_count(d).saturating_sub(1);
+            if left == 0 && !self.retain {
+                return false;
+            }
+            // Only IGNORED bits change: no sync needed for the walker.
+            pt.set(pidx, with_count(d, left));
+        }
+        t.set(idx, 0);
+        self.sync(t, idx, 1);
+        let size = g.entry_size(leaf);
+        gather.owner = Some(self.id());
+        gather.granule = g.page;
+        gather.note_leaf(iova, iova + size, size);
+        true
     }
 
     /// Clear the live entries of `[iova, iova + size)`, whole entries of table `t` at `level`:

@@ -437,6 +437,42 @@ fn s2_geometry_concatenation_and_vtcr() {
     }
 }
 
+/// The single-entry fast paths of `map` and `unmap` start from `Geometry::single_leaf`:
+/// exactly one page or one block, aligned, inside the input range; nothing else.
+#[test]
+fn single_leaf_entries() {
+    // (stage, granule, ias, [(size, level)]); sizes not listed are not single leaves.
+    type Case = (Stage, Granule, u8, &'static [(u64, u32)]);
+    let cases: [Case; 6] = [
+        (Stage::S1, Granule::K4, 48, &[(K4, 3), (2 * MIB, 2), (GIB, 1)]),
+        // Root at level 1: a 1 GiB block is a root entry.
+        (Stage::S1, Granule::K4, 39, &[(K4, 3), (2 * MIB, 2), (GIB, 1)]),
+        // Root at level 2 (4 concatenated tables): no 1 GiB entries at all.
+        (Stage::S2, Granule::K4, 32, &[(K4, 3), (2 * MIB, 2)]),
+        (Stage::S1, Granule::K16, 48, &[(16 << 10, 3), (32 * MIB, 2)]),
+        (Stage::S1, Granule::K64, 48, &[(64 << 10, 3), (512 * MIB, 2)]),
+        (Stage::S2, Granule::K64, 42, &[(64 << 10, 3), (512 * MIB, 2)]),
+    ];
+    for (stage, gr, ias, leaves) in cases {
+        let g = pgt(cfg(stage, gr, ias, 48)).geo;
+        for shift in 0..64 {
+            let size = 1u64 << shift;
+            let want = leaves.iter().find(|&&(s, _)| s == size).map(|&(_, l)| l);
+            assert_eq!(g.single_leaf(0, size), want, "{stage:?} {gr:?} ias {ias}: size {size:#x}");
+            if let Some(l) = want {
+                let top = (1u64 << ias) - size;
+                assert_eq!(g.single_leaf(top, size), Some(l), "last entry of the input range");
+                assert_eq!(g.single_leaf(top + size, size), None, "beyond the input range");
+                assert_eq!(g.single_leaf(size / 2, size), None, "misaligned");
+                assert_eq!(g.single_leaf(u64::MAX - size + 1, size), None, "wraps");
+            }
+        }
+        for size in [0, 3 * K4, 2 * MIB + K4, u64::MAX] {
+            assert_eq!(g.single_leaf(0, size), None, "size {size:#x}");
+        }
+    }
+}
+
 #[test]
 fn bad_configs() {
     for (ias, oas) in [(31, 48), (49, 48), (48, 31), (48, 52), (0, 0)] {
