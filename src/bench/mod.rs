@@ -244,9 +244,9 @@ struct Runs {
     ops: u64,
 }
 
-fn median(mut v: [u64; PASSES]) -> u64 {
+fn median<const N: usize>(mut v: [u64; N]) -> u64 {
     v.sort_unstable();
-    v[PASSES / 2]
+    v[N / 2]
 }
 
 impl Runs {
@@ -267,7 +267,7 @@ impl Runs {
     /// The workload's ticks in mode `m`: per slice the median over the passes, summed. A
     /// burst of host load that stalls one slice of one pass is left out.
     fn ticks(&self, m: Mode) -> u64 {
-        self.slices.iter().map(|s| median(core::array::from_fn(|p| s[p][m.index()]))).sum()
+        self.slices.iter().map(|s| median::<PASSES>(core::array::from_fn(|p| s[p][m.index()]))).sum()
     }
 
     /// The workload's ticks in mode `m` from the fastest pass of every slice, summed. Noise
@@ -311,8 +311,8 @@ fn report(prefix: &str, what: &str, runs: &Runs) {
         let passes: Vec<f64> = (0..PASSES).map(|p| secs(runs.pass_ticks(p, m))).collect();
         let ops = runs.ops.max(1);
         let per_op = us(t) / ops as f64;
-        let api = us(median(core::array::from_fn(|p| runs.api[p][m.index()])));
-        let syncs = median(core::array::from_fn(|p| runs.syncs[p][m.index()])) as f64 / ops as f64;
+        let api = us(median::<PASSES>(core::array::from_fn(|p| runs.api[p][m.index()])));
+        let syncs = median::<PASSES>(core::array::from_fn(|p| runs.syncs[p][m.index()])) as f64 / ops as f64;
         let detail = alloc::format!(
             "\"ops\": {}, \"us_per_op\": {per_op:.2}, \"map_unmap_us_per_op\": {api:.2}, \"cmd_syncs_per_op\": {syncs:.3}, \"pass_seconds\": {}",
             runs.ops,
@@ -773,8 +773,7 @@ fn ns_per_call(rounds: u64, f: &mut dyn FnMut() -> Result<(), String>) -> Result
         }
         *x = timer::ticks_to_ns(timer::ticks() - t0) / rounds;
     }
-    samples.sort_unstable();
-    Ok(samples[4])
+    Ok(median(samples))
 }
 
 /// Where one lazy map+unmap's time goes, each piece timed alone: the IOMMU lock and the
@@ -822,6 +821,27 @@ fn latency_breakdown(dev: &DmaDevice, pa: u64) -> Result<Vec<(&'static str, u64)
     // The loop only unmapped without invalidating: the TLB may still hold `spot`.
     let _ = IOMMU.lock().domain(did).map(|d| d.iova.as_mut().map(|a| a.free(spot)));
     out.push(("pgtable_map_unmap", r?));
+    // The two DMA API calls each alone, in lazy mode: a run of maps, then their unmaps
+    // (fewer than a batch, so no flush falls inside). The parts above are these minus the
+    // glue: argument checks, error plumbing, the lazy queue and the flush-timer check.
+    let (mut maps, mut unmaps) = ([0u64; 9], [0u64; 9]);
+    let n = dma::LAZY_BATCH as u64 / 2;
+    let mut dmas = Vec::with_capacity(n as usize);
+    for k in 0..9 {
+        dma::flush(dev).map_err(|x| e(&x))?;
+        let t0 = timer::ticks();
+        for _ in 0..n {
+            dmas.push(dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|x| e(&x))?);
+        }
+        let t1 = timer::ticks();
+        for d in dmas.drain(..) {
+            dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|x| e(&x))?;
+        }
+        let t2 = timer::ticks();
+        (maps[k], unmaps[k]) = (timer::ticks_to_ns(t1 - t0) / n, timer::ticks_to_ns(t2 - t1) / n);
+    }
+    out.push(("map_single", median(maps)));
+    out.push(("unmap_single", median(unmaps)));
     let flush = || {
         let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|x| e(&x))?;
         dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|x| e(&x))?;
