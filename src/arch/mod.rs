@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod exceptions;
 pub mod exit;
+pub mod irqlock;
 pub mod mmu;
 pub mod smp;
 pub mod timer;
@@ -70,16 +71,30 @@ pub fn irqs_masked() -> bool {
     daif & (1 << 7) != 0
 }
 
+/// Mask IRQs on this CPU; returns whether they were masked already (for
+/// [`local_irq_restore`]). A compiler barrier too (no `nomem`): memory accesses after it
+/// stay after it, so a lock taken next is taken with IRQs masked.
+pub fn local_irq_save() -> bool {
+    let was = irqs_masked();
+    // SAFETY: masking IRQs on this CPU only delays interrupts.
+    unsafe { asm!("msr daifset, #2", "isb", options(nostack)) };
+    was
+}
+
+/// Undo [`local_irq_save`]: unmask IRQs unless they were masked before it. A compiler
+/// barrier too: memory accesses before it (a lock's release) stay before it.
+pub fn local_irq_restore(was_masked: bool) {
+    if !was_masked {
+        // SAFETY: restores the state `local_irq_save` found.
+        unsafe { asm!("msr daifclr, #2", "isb", options(nostack)) };
+    }
+}
+
 /// Run `f` with IRQs masked on this CPU (restoring the previous state), e.g. to let
 /// a queue fill up without its interrupt handler draining it.
 pub fn without_irqs<R>(f: impl FnOnce() -> R) -> R {
-    let was = irqs_masked();
-    // SAFETY: masking IRQs on this CPU has no memory effects.
-    unsafe { asm!("msr daifset, #2", "isb", options(nomem, nostack)) };
+    let was = local_irq_save();
     let r = f();
-    if !was {
-        // SAFETY: restores the state found on entry.
-        unsafe { asm!("msr daifclr, #2", "isb", options(nomem, nostack)) };
-    }
+    local_irq_restore(was);
     r
 }

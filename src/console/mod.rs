@@ -14,7 +14,8 @@ static SHIFT: AtomicU8 = AtomicU8::new(0);
 static WIDTH: AtomicU8 = AtomicU8::new(1);
 /// Set once the MMU is on and spin locks are safe to use.
 static LOCKING: AtomicBool = AtomicBool::new(false);
-static LOCK: spin::Mutex<()> = spin::Mutex::new(());
+/// IRQ-safe, so an interrupt handler may print (the line waits for the interrupted one).
+static LOCK: crate::arch::irqlock::IrqSpinLock<()> = crate::arch::irqlock::IrqSpinLock::new(());
 
 /// UART registers at `base`. The 8250 family's layout depends on `reg-shift` and
 /// `reg-io-width`, which a fixed typed register block cannot express, so access is

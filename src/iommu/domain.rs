@@ -677,10 +677,9 @@ impl Iommu {
 
     /// For interrupt context (the lazy-flush timer): invalidate the TLB entries of every
     /// domain with lazy unmaps since its last invalidation, so they stop translating. The
-    /// IOVAs and table pages stay queued until the next `flush_lazy` (process context):
-    /// freeing them would take the heap and frame locks, which the interrupted code may
-    /// hold. Allocation-free. Ok(false) when an SMMU's registry was locked and some domain
-    /// still waits.
+    /// IOVAs and table pages stay queued until the next `flush_lazy` (process context), so
+    /// the handler stays short and allocation-free. Ok(false) when an SMMU's registry was
+    /// locked and some domain still waits.
     pub fn try_invalidate_lazy(&mut self) -> Result<bool, IommuError> {
         let mut all = true;
         for d in self.domains.iter_mut().flatten() {

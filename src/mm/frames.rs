@@ -4,8 +4,8 @@
 
 use super::PAGE_SIZE;
 use super::layout::Span;
+use crate::arch::irqlock::IrqSpinLock;
 use buddy_system_allocator::FrameAllocator;
-use spin::Mutex;
 
 struct Frames {
     alloc: FrameAllocator<32>,
@@ -13,7 +13,9 @@ struct Frames {
     total_pages: u64,
 }
 
-static FRAMES: Mutex<Frames> = Mutex::new(Frames { alloc: FrameAllocator::new(), free_pages: 0, total_pages: 0 });
+/// IRQ-safe: interrupt handlers may allocate frames (see `arch::irqlock`).
+static FRAMES: IrqSpinLock<Frames> =
+    IrqSpinLock::new(Frames { alloc: FrameAllocator::new(), free_pages: 0, total_pages: 0 });
 
 /// Hand `span` (page aligned) to the frame allocator.
 pub fn add(span: Span) {
@@ -39,6 +41,11 @@ pub fn alloc_zeroed(pages: usize) -> Option<u64> {
     // SAFETY: the frames were just allocated to us and are identity-mapped RAM.
     unsafe { core::ptr::write_bytes(pa as *mut u8, 0, n * PAGE_SIZE as usize) };
     Some(pa)
+}
+
+/// Someone holds the frame allocator's lock (for tests, like `heap::is_locked`).
+pub fn is_locked() -> bool {
+    FRAMES.is_locked()
 }
 
 /// Give back pages from `alloc_zeroed` (same `pages`).
