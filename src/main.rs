@@ -88,6 +88,7 @@ extern "C" fn kernel_entry(dtb: u64, load: u64, entry_el: u64, bad_relocs: u64) 
 
     // 4b. Interrupts: the GIC and its ITS from the DT; IRQs are taken from here on.
     arch::smp::init_boot_cpu();
+    kprintln!("timer: {}", kernel::irq::timer::configure(&platform));
     if let Err(e) = kernel::irq::init(&platform) {
         kprintln!("warning: interrupts: {e}");
     }

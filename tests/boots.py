@@ -152,6 +152,28 @@ BOOTS = [
 """,
     },
     {
+        "name": "virt-timer-by-name",
+        "what": "the timer's interrupts reordered with interrupt-names (DTB patched): PPIs found by name, "
+                "not position (by position both timers would be on PPIs that never fire)",
+        "bootargs": ["test=irq::timer_ppis_from_dt,irq::timer_fires,dma::lazy_flush_timeout", "expect.smmus=1"],
+        "dtb_overlay": """
+&{/timer} {
+    interrupts = <0x1 0xb 0x4 0x1 0xd 0x4 0x1 0xa 0x4 0x1 0xe 0x4>;
+    interrupt-names = "virt", "sec-phys", "hyp-phys", "phys";
+};
+""",
+    },
+    {
+        "name": "virt-timer-unusable",
+        "what": "the timer node names SPIs (DTB patched): the kernel says so and uses the Arm BSA's PPIs",
+        "bootargs": ["test=irq::timer_ppis_from_dt,irq::timer_fires,dma::lazy_flush_timeout", "expect.smmus=1"],
+        "dtb_overlay": """
+&{/timer} {
+    interrupts = <0x0 0xd 0x4 0x0 0xe 0x4 0x0 0xb 0x4 0x0 0xa 0x4>;
+};
+""",
+    },
+    {
         "name": "virt-smmu-irq-combined",
         "what": "one `combined` SMMU line (eventq's SPI) for events and errors, and `cmdq-sync` behind another "
                 "interrupt controller with GIC-like cells (DTB patched, interrupts-extended): combined wired, "

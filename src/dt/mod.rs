@@ -234,6 +234,17 @@ pub struct Psci {
     pub method: PsciMethod,
 }
 
+/// The architected timer (`arm,armv8-timer`): its per-CPU interrupts, by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchTimer {
+    pub node: String,
+    /// (name, raw specifier cells): names from `interrupt-names`, else the binding's
+    /// positions ("sec-phys", "phys", "virt", "hyp-phys", "hyp-virt").
+    pub irqs: Vec<(String, Vec<u32>)>,
+    /// Phandle of the interrupt parent (`None`: the parent has none, or no `interrupts`).
+    pub interrupt_parent: Option<u32>,
+}
+
 /// One `arm,smmu-v3` node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Smmu {
@@ -345,6 +356,7 @@ pub struct Platform {
     pub console: Option<Console>,
     pub gic: Option<Gic>,
     pub psci: Option<Psci>,
+    pub timer: Option<ArchTimer>,
     /// MPIDR affinity of every enabled CPU (`/cpus/cpu@*` `reg`).
     pub cpus: Vec<u64>,
     pub smmus: Vec<Smmu>,
@@ -392,6 +404,7 @@ pub fn describe(dtb: &[u8]) -> Result<Platform, DtError> {
     let console = cx.console(&chosen);
     let gic = cx.gic();
     let psci = cx.psci();
+    let timer = cx.timer();
     let cpus = cx.cpus();
     let smmus = cx.smmus();
     let pci_hosts = cx.pci_hosts();
@@ -404,6 +417,7 @@ pub fn describe(dtb: &[u8]) -> Result<Platform, DtError> {
         console,
         gic,
         psci,
+        timer,
         cpus,
         smmus,
         pci_hosts,

@@ -1,10 +1,11 @@
 //! Core platform nodes: memory, reserved memory, /chosen and its console, GIC and PSCI.
 //! Each pass records per-node problems in `Ctx::errors` and keeps going.
 
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use super::{Chosen, Console, ConsoleKind, Ctx, Gic, Its, Problem, Psci, PsciMethod, Region, Reserved};
+use super::{ArchTimer, Chosen, Console, ConsoleKind, Ctx, Gic, Its, Problem, Psci, PsciMethod, Region, Reserved};
 
 /// GICv2-compatible distributors (Linux irq-gic.c match table, the ones seen on arm64).
 const GIC_V2: &[&str] = &["arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic", "arm,cortex-a7-gic"];
@@ -179,6 +180,32 @@ impl Ctx<'_, '_> {
                 None
             }
         }
+    }
+
+    /// The first enabled architected-timer node. Its `interrupts` are named by
+    /// `interrupt-names` when that matches them one to one, else by binding position.
+    pub(crate) fn timer(&mut self) -> Option<ArchTimer> {
+        const POSITIONS: [&str; 5] = ["sec-phys", "phys", "virt", "hyp-phys", "hyp-virt"];
+        let t = self.t;
+        let n = t.indices().find(|&n| {
+            t.is_enabled(n) && (t.is_compatible(n, "arm,armv8-timer") || t.is_compatible(n, "arm,armv7-timer"))
+        })?;
+        let irqs = self.ok(n, t.irqs(n)).unwrap_or_default();
+        let names = t.strings(n, "interrupt-names");
+        let by_name = names.len() == irqs.specs.len();
+        if !names.is_empty() && !by_name && !irqs.specs.is_empty() {
+            self.err(n, Problem::NamesMismatch { names: names.len(), irqs: irqs.specs.len() });
+        }
+        let named = irqs
+            .specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, cells)| {
+                let name = if by_name { names.get(i).copied() } else { POSITIONS.get(i).copied() };
+                (name.map_or_else(|| format!("irq{i}"), |s| s.to_string()), cells)
+            })
+            .collect();
+        Some(ArchTimer { node: t.path(n).to_string(), irqs: named, interrupt_parent: irqs.parent })
     }
 
     /// MPIDR affinity values of the enabled `/cpus/cpu@*` nodes, in DT order.

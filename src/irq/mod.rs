@@ -4,8 +4,8 @@
 //!
 //! Handlers run with IRQs masked, from the exception vector (or from an idle secondary
 //! CPU after WFI), and must not block: they may not take a lock that the interrupted
-//! code could hold (use `try_lock`), nor allocate, nor print. Everything they count is
-//! in atomics.
+//! code could hold (use `try_lock`). Allocating and printing are fine: the heap, frame
+//! and console locks mask IRQs while held (`arch::irqlock`). What they count is in atomics.
 
 pub mod its_cmd;
 
@@ -64,6 +64,36 @@ pub fn gic_spec_to_intid(cells: &[u32]) -> Option<(u32, Trigger)> {
     };
     let trigger = if flags & 0x3 != 0 { Trigger::Edge } else { Trigger::Level };
     Some((intid, trigger))
+}
+
+/// INTIDs of the two EL1 timers the kernel uses, as PPIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerIntids {
+    /// The EL1 (non-secure) physical timer, CNTP.
+    pub phys: u32,
+    /// The virtual timer, CNTV.
+    pub virt: u32,
+}
+
+/// The PPIs the Arm BSA assigns (what every DT seen so far names too): the fallback
+/// when the DT has no usable timer node.
+pub const BSA_TIMER_INTIDS: TimerIntids = TimerIntids { phys: 30, virt: 27 };
+
+/// The EL1 timers' INTIDs from the DT's timer node: its "phys" and "virt" interrupts must
+/// be GIC PPIs, the GIC their parent. `Err` says why not.
+pub fn timer_intids(t: &crate::dt::ArchTimer, gic: &crate::dt::Gic) -> Result<TimerIntids, alloc::string::String> {
+    use alloc::format;
+    if !gic.is_parent(t.interrupt_parent) {
+        return Err(format!("{}: interrupt parent is not the GIC {}", t.node, gic.node));
+    }
+    let ppi = |name: &str| {
+        let (_, cells) = t.irqs.iter().find(|(n, _)| n == name).ok_or(format!("{}: no `{name}` interrupt", t.node))?;
+        match gic_spec_to_intid(cells) {
+            Some((intid, _)) if (16..32).contains(&intid) => Ok(intid),
+            _ => Err(format!("{}: `{name}` interrupt {cells:x?} is not a GIC PPI", t.node)),
+        }
+    };
+    Ok(TimerIntids { phys: ppi("phys")?, virt: ppi("virt")? })
 }
 
 #[cfg(target_os = "none")]
@@ -491,5 +521,47 @@ mod tests {
         // IRM stays 0 (a list, never "everyone else"); SGIs stop at 15.
         assert_eq!(sgi1r(15, 0x0, false).map(|v| v & (1 << 40)), Some(0));
         assert_eq!(sgi1r(16, 0x1, false), None);
+    }
+
+    /// Every DTB we carry names the BSA's PPIs, by position (QEMU, FVP, D05, i.MX95 with
+    /// GICv2-style CPU masks in the flags) or by `interrupt-names` (RK3588, 4 cells).
+    #[test]
+    fn timer_intids_from_real_dtbs() {
+        for (name, dtb) in [
+            ("qemu virt", &include_bytes!("../../tests/dt/qemu-virt-smmuv3.dtb")[..]),
+            ("fvp", include_bytes!("../../tests/dt/boards/fvp-base-revc.dtb")),
+            ("d05", include_bytes!("../../tests/dt/boards/hip07-d05.dtb")),
+            ("imx95", include_bytes!("../../tests/dt/boards/imx95-19x19-evk.dtb")),
+            ("rock 5b", include_bytes!("../../tests/dt/boards/rk3588-rock-5b.dtb")),
+        ] {
+            let p = crate::dt::describe(dtb).unwrap();
+            let t = p.timer.as_ref().unwrap_or_else(|| panic!("{name}: no timer node"));
+            let gic = p.gic.as_ref().unwrap();
+            assert_eq!(timer_intids(t, gic), Ok(BSA_TIMER_INTIDS), "{name}: {t:?}");
+        }
+        let rock = crate::dt::describe(include_bytes!("../../tests/dt/boards/rk3588-rock-5b.dtb")).unwrap();
+        let names: std::vec::Vec<_> = rock.timer.unwrap().irqs.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["sec-phys", "phys", "virt", "hyp-phys", "hyp-virt"]);
+    }
+
+    /// What the DT says wins; anything that is not a GIC PPI is refused with a reason.
+    #[test]
+    fn timer_intids_from_crafted_nodes() {
+        let p = crate::dt::describe(include_bytes!("../../tests/dt/qemu-virt-smmuv3.dtb")).unwrap();
+        let gic = p.gic.clone().unwrap();
+        let base = p.timer.clone().unwrap();
+        let with = |irqs: &[(&str, &[u32])]| crate::dt::ArchTimer {
+            irqs: irqs.iter().map(|(n, c)| ((*n).into(), c.to_vec())).collect(),
+            ..base.clone()
+        };
+        // Other PPIs, named out of order.
+        let t = with(&[("virt", &[1, 4, 4]), ("phys", &[1, 3, 4])]);
+        assert_eq!(timer_intids(&t, &gic), Ok(TimerIntids { phys: 19, virt: 20 }));
+        let why = |t: &crate::dt::ArchTimer| timer_intids(t, &gic).unwrap_err();
+        assert!(why(&with(&[("phys", &[1, 14, 4])])).contains("no `virt`"));
+        assert!(why(&with(&[("phys", &[0, 14, 4]), ("virt", &[1, 11, 4])])).contains("not a GIC PPI"), "an SPI");
+        assert!(why(&with(&[("phys", &[1, 14]), ("virt", &[1, 11, 4])])).contains("not a GIC PPI"), "2 cells");
+        let other_parent = crate::dt::ArchTimer { interrupt_parent: Some(0xdead), ..base.clone() };
+        assert!(why(&other_parent).contains("not the GIC"));
     }
 }

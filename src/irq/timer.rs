@@ -1,10 +1,14 @@
 //! The EL1 generic timers as interrupt sources: the Non-secure physical timer
-//! (CNTP_*_EL0, PPI INTID 30) and the virtual timer (CNTV_*_EL0, PPI INTID 27).
+//! (CNTP_*_EL0) and the virtual timer (CNTV_*_EL0), at the PPIs the DT's timer node names
+//! (the Arm BSA's 30 and 27 when it names none usable).
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use super::{BSA_TIMER_INTIDS, TimerIntids};
 
 /// One of the two EL1 timers. Each CPU has its own of each; its interrupt is a PPI,
-/// level-sensitive, at the INTID the Arm BSA assigns.
+/// level-sensitive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
     /// Left to tests and whoever needs a timer of their own.
@@ -13,18 +17,36 @@ pub enum Timer {
     Virtual,
 }
 
-/// INTID of the EL1 physical timer.
-pub const INTID: u32 = Timer::Physical.intid();
+static PHYS_INTID: AtomicU32 = AtomicU32::new(BSA_TIMER_INTIDS.phys);
+static VIRT_INTID: AtomicU32 = AtomicU32::new(BSA_TIMER_INTIDS.virt);
+
+/// Take the timers' INTIDs from the DT (before any timer handler is registered); returns
+/// a line for the boot log saying where they came from.
+pub fn configure(p: &crate::dt::Platform) -> alloc::string::String {
+    use alloc::format;
+    let found = match (&p.timer, &p.gic) {
+        (Some(t), Some(g)) => super::timer_intids(t, g).map(|i| (i, t.node.as_str())),
+        (None, _) => Err("no arm,armv8-timer node".into()),
+        (_, None) => Err("no GIC".into()),
+    };
+    let (TimerIntids { phys, virt }, from) = match &found {
+        Ok((i, node)) => (*i, format!("from {node}")),
+        Err(why) => (BSA_TIMER_INTIDS, format!("the Arm BSA's ({why})")),
+    };
+    PHYS_INTID.store(phys, Ordering::SeqCst);
+    VIRT_INTID.store(virt, Ordering::SeqCst);
+    format!("physical INTID {phys}, virtual INTID {virt}, {from}")
+}
 
 const CTL_ENABLE: u64 = 1 << 0;
 const CTL_IMASK: u64 = 1 << 1;
 const CTL_ISTATUS: u64 = 1 << 2;
 
 impl Timer {
-    pub const fn intid(self) -> u32 {
+    pub fn intid(self) -> u32 {
         match self {
-            Timer::Physical => 30,
-            Timer::Virtual => 27,
+            Timer::Physical => PHYS_INTID.load(Ordering::Relaxed),
+            Timer::Virtual => VIRT_INTID.load(Ordering::Relaxed),
         }
     }
 
@@ -77,6 +99,11 @@ impl Timer {
         }
         v & CTL_ISTATUS != 0
     }
+}
+
+/// INTID of the EL1 physical timer.
+pub fn intid() -> u32 {
+    Timer::Physical.intid()
 }
 
 /// The physical timer: fire `us` microseconds from now.

@@ -24,6 +24,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub static TESTS: &[Test] = &[
+    Test { suite: "irq", name: "timer_ppis_from_dt", run: timer_ppis_from_dt },
     Test { suite: "irq", name: "timer_fires", run: timer_fires },
     Test { suite: "irq", name: "handler_allocates", run: handler_allocates },
     Test { suite: "irq", name: "smmu_lines_by_name", run: smmu_lines_by_name },
@@ -55,6 +56,26 @@ fn need_irqs(c: &Ctx) -> Option<Outcome> {
     }
 }
 
+/// The timers use the PPIs the DT's timer node names (found by `interrupt-names` when it
+/// has them), or the Arm BSA's when the node is missing or unusable; the log says which.
+fn timer_ppis_from_dt(c: &Ctx) -> Outcome {
+    if let Some(o) = need_irqs(c) {
+        return o;
+    }
+    let from_dt = match (&c.platform.timer, &c.platform.gic) {
+        (Some(t), Some(g)) => irq::timer_intids(t, g),
+        _ => Err("no timer node".into()),
+    };
+    let want = from_dt.clone().unwrap_or(irq::BSA_TIMER_INTIDS);
+    let have = irq::TimerIntids { phys: timer::Timer::Physical.intid(), virt: timer::Timer::Virtual.intid() };
+    ensure!(have == want, "timers use {have:?}, the DT says {want:?} ({from_dt:?})");
+    match from_dt {
+        Ok(i) => crate::kprintln!("irq: timer PPIs from the DT: physical {}, virtual {}", i.phys, i.virt),
+        Err(why) => crate::kprintln!("irq: timer PPIs: the BSA's 30 and 27 ({why})"),
+    }
+    Outcome::Pass
+}
+
 static TIMER_REARM: AtomicU32 = AtomicU32::new(0);
 static TIMER_LAST: AtomicU64 = AtomicU64::new(0);
 
@@ -74,7 +95,7 @@ fn timer_fires(c: &Ctx) -> Outcome {
     if let Some(o) = need_irqs(c) {
         return o;
     }
-    let id = timer::INTID;
+    let id = timer::intid();
     tri!(irq::register(id, timer_handler), "register");
     tri!(irq::configure(id, Trigger::Level, DEFAULT_PRIORITY), "configure");
     tri!(irq::disable(id), "disable");
@@ -141,7 +162,7 @@ fn handler_allocates(c: &Ctx) -> Outcome {
         // Another CPU may hold a lock legitimately: "held" would prove nothing.
         return Outcome::Skip("runs with one CPU online".into());
     }
-    let id = timer::INTID;
+    let id = timer::intid();
     tri!(irq::register(id, allocating_handler), "register");
     tri!(irq::configure(id, Trigger::Level, DEFAULT_PRIORITY), "configure");
     ALLOC_IRQS.store(0, Ordering::SeqCst);
