@@ -84,6 +84,9 @@ use gather::PendingInstall;
 use geometry::{Geometry, LEAF_LEVEL, ps_encoding};
 use memory::{TablePtr, publish_barrier};
 
+/// A table descriptor on a walk: (its table, index, value).
+type ParentEntry = (TablePtr, usize, u64);
+
 /// Tables allocated ahead of a write pass, linked through entry 0 (`head` = first PA).
 struct Stash {
     head: u64,
@@ -721,11 +724,10 @@ impl<M: TableMemory> IoPageTable<M> {
         Ok(need)
     }
 
-    /// Map one leaf entry at level `leaf` (`iova` and `pa` aligned to it) if every table above
-    /// it exists and the entry is invalid; otherwise change nothing and return false (the
-    /// general path then allocates, reports, or maps inside a retained empty table).
+    /// The table at level `leaf` on the walk to `iova`, and the entry pointing to it (table,
+    /// index, descriptor; `None` for the root), if tables lead all the way there.
     #[inline(always)]
-    fn map_one(&mut self, leaf: u32, iova: u64, pa: u64, attrs: u64) -> bool {
+    fn leaf_table(&self, leaf: u32, iova: u64) -> Option<(TablePtr, Option<ParentEntry>)> {
         let g = &self.geo;
         let (mut level, mut t) = (g.start, self.root());
         let mut parent = None;
@@ -733,12 +735,22 @@ impl<M: TableMemory> IoPageTable<M> {
             let idx = g.index(level, iova);
             let d = t.get(idx);
             if d & DESC_TYPE_MASK != DESC_TABLE {
-                return false;
+                return None;
             }
             parent = Some((t, idx, d));
             t = self.table(d & ADDR_MASK);
             level += 1;
         }
+        Some((t, parent))
+    }
+
+    /// Map one leaf entry at level `leaf` (`iova` and `pa` aligned to it) if every table above
+    /// it exists and the entry is invalid; otherwise change nothing and return false (the
+    /// general path then allocates, reports, or maps inside a retained empty table).
+    #[inline(always)]
+    fn map_one(&mut self, leaf: u32, iova: u64, pa: u64, attrs: u64) -> bool {
+        let Some((t, parent)) = self.leaf_table(leaf, iova) else { return false };
+        let g = &self.geo;
         let idx = g.index(leaf, iova);
         if t.get(idx) != 0 {
             return false;
@@ -1127,19 +1139,8 @@ impl<M: TableMemory> IoPageTable<M> {
     /// table found there, frees an emptied one, or reports `NotMapped`).
     #[inline(always)]
     fn unmap_one(&mut self, leaf: u32, iova: u64, gather: &mut Gather) -> bool {
+        let Some((t, parent)) = self.leaf_table(leaf, iova) else { return false };
         let g = &self.geo;
-        let (mut level, mut t) = (g.start, self.root());
-        let mut parent = None;
-        while level < leaf {
-            let idx = g.index(level, iova);
-            let d = t.get(idx);
-            if d & DESC_TYPE_MASK != DESC_TABLE {
-                return false;
-            }
-            parent = Some((t, idx, d));
-            t = self.table(d & ADDR_MASK);
-            level += 1;
-        }
         let idx = g.index(leaf, iova);
         let kind = if leaf == LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK };
         if t.get(idx) & DESC_TYPE_MASK != kind {
