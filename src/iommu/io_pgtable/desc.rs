@@ -18,6 +18,12 @@ pub const DESC_BLOCK: u64 = 0b01;
 /// walker faults; bits[63:1] of an invalid descriptor are IGNORED by hardware) that holds a
 /// split table waiting for `IoPageTable::complete`. Never seen at level 3.
 pub const DESC_PENDING: u64 = 0b10;
+/// Bits[1:0] of a leaf descriptor at `level`: a page at level 3, a block above.
+#[inline(always)]
+pub fn leaf_type(level: u32) -> u64 {
+    if level == super::geometry::LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK }
+}
+
 /// Output / next-level address, bits[47:12] (the low bits up to the granule are zero).
 pub const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 

@@ -78,7 +78,7 @@ pub use memory::TableMemory;
 
 use desc::{
     ADDR_MASK, DESC_BLOCK, DESC_PAGE, DESC_PENDING, DESC_TABLE, DESC_TYPE_MASK, DESC_VALID, LEAF_ATTR_MASK, leaf_attrs,
-    table_count, table_desc, with_count,
+    leaf_type, table_count, table_desc, with_count,
 };
 use gather::PendingInstall;
 use geometry::{Geometry, LEAF_LEVEL, ps_encoding};
@@ -333,7 +333,7 @@ impl<M: TableMemory> IoPageTable<M> {
         // Fast path (the DMA API's one page, or one block): a single leaf entry whose table
         // stays linked. Everything else, errors included, takes the general path.
         if self.pending_splits == 0
-            && gather.owner.is_none_or(|o| o == self.id())
+            && !self.foreign(gather)
             && let Some(leaf) = self.geo.single_leaf(iova, size)
             && self.unmap_one(leaf, iova, gather)
         {
@@ -347,7 +347,7 @@ impl<M: TableMemory> IoPageTable<M> {
         if self.pending_splits != 0 {
             return Err(PgtError::SplitPending);
         }
-        if gather.owner.is_some_and(|o| o != self.id()) {
+        if self.foreign(gather) {
             return Err(PgtError::ForeignGather);
         }
         self.check_iova_range(iova, size)?;
@@ -378,8 +378,7 @@ impl<M: TableMemory> IoPageTable<M> {
         let mut stash = if need == 0 { Stash { head: 0, len: 0 } } else { self.stash_fill(need)? };
         let was_bound = gather.owner.is_some();
         let deferred_before = gather.deferred_len;
-        gather.owner = Some(self.id());
-        gather.granule = self.geo.page;
+        self.bind(gather);
         let mut bytes = 0;
         let mut removed = 0;
         let r = if level == LEAF_LEVEL || blocks {
@@ -428,7 +427,7 @@ impl<M: TableMemory> IoPageTable<M> {
     #[inline]
     pub fn complete(&mut self, gather: &mut Gather) -> Result<(), PgtError> {
         // Fast path: nothing to install or free (leaf unmaps).
-        if gather.deferred_len == 0 && self.pending_splits == 0 && gather.owner.is_none_or(|o| o == self.id()) {
+        if gather.deferred_len == 0 && self.pending_splits == 0 && !self.foreign(gather) {
             gather.reset();
             return Ok(());
         }
@@ -437,13 +436,12 @@ impl<M: TableMemory> IoPageTable<M> {
 
     #[inline]
     fn complete_general(&mut self, gather: &mut Gather) -> Result<(), PgtError> {
-        match gather.owner {
-            None => {
-                gather.reset();
-                return Ok(());
-            }
-            Some(o) if o != self.id() => return Err(PgtError::ForeignGather),
-            Some(_) => {}
+        if self.foreign(gather) {
+            return Err(PgtError::ForeignGather);
+        }
+        if gather.owner.is_none() {
+            gather.reset();
+            return Ok(());
         }
         // A gather with split tables to install has raised `pending_splits`.
         let splits = self.pending_splits != 0;
@@ -474,13 +472,12 @@ impl<M: TableMemory> IoPageTable<M> {
     /// `gather` (range of the tables, not leaf-only) for the invalidation and `complete`.
     /// Returns the number of tables queued; 0 leaves an unbound gather untouched.
     pub fn trim(&mut self, gather: &mut Gather) -> Result<usize, PgtError> {
-        if gather.owner.is_some_and(|o| o != self.id()) {
+        if self.foreign(gather) {
             return Err(PgtError::ForeignGather);
         }
         let was_bound = gather.owner.is_some();
         let before = gather.deferred_len;
-        gather.owner = Some(self.id());
-        gather.granule = self.geo.page;
+        self.bind(gather);
         self.trim_level(self.geo.start, self.root(), 0, gather);
         let n = gather.deferred_len - before;
         if n == 0 && !was_bound {
@@ -556,6 +553,19 @@ impl<M: TableMemory> IoPageTable<M> {
     /// Identity for gathers: the root's CPU address (unique among live tables).
     fn id(&self) -> usize {
         self.root_va as usize
+    }
+
+    /// `gather` is bound to another table (`ForeignGather`).
+    #[inline(always)]
+    fn foreign(&self, gather: &Gather) -> bool {
+        gather.owner.is_some_and(|o| o != self.id())
+    }
+
+    /// Bind `gather` to this table (the unmaps it records are in this table's granule).
+    #[inline(always)]
+    fn bind(&self, gather: &mut Gather) {
+        gather.owner = Some(self.id());
+        gather.granule = self.geo.page;
     }
 
     fn check_iova_range(&self, iova: u64, size: u64) -> Result<(), PgtError> {
@@ -755,7 +765,7 @@ impl<M: TableMemory> IoPageTable<M> {
         if t.get(idx) != 0 {
             return false;
         }
-        let kind = if leaf == LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK };
+        let kind = leaf_type(leaf);
         t.set(idx, attrs | kind | pa);
         self.sync(t, idx, 1);
         if let Some((pt, pidx, d)) = parent {
@@ -1019,7 +1029,7 @@ impl<M: TableMemory> IoPageTable<M> {
         let c = level + 1;
         let csz = self.geo.entry_size(c);
         let (tpa, t) = self.stash_take(stash)?;
-        let kind = if c == LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK };
+        let kind = leaf_type(c);
         let mut cnt = 0;
         for j in 0..t.entries() {
             let off = j as u64 * csz;
@@ -1142,7 +1152,7 @@ impl<M: TableMemory> IoPageTable<M> {
         let Some((t, parent)) = self.leaf_table(leaf, iova) else { return false };
         let g = &self.geo;
         let idx = g.index(leaf, iova);
-        let kind = if leaf == LEAF_LEVEL { DESC_PAGE } else { DESC_BLOCK };
+        let kind = leaf_type(leaf);
         if t.get(idx) & DESC_TYPE_MASK != kind {
             return false;
         }
@@ -1157,8 +1167,7 @@ impl<M: TableMemory> IoPageTable<M> {
         t.set(idx, 0);
         self.sync(t, idx, 1);
         let size = g.entry_size(leaf);
-        gather.owner = Some(self.id());
-        gather.granule = g.page;
+        self.bind(gather);
         gather.note_leaf(iova, iova + size, size);
         true
     }
