@@ -581,19 +581,7 @@ impl Iommu {
     }
 
     fn unmap_table(&mut self, did: DomainId, iova: u64, size: u64, s2: bool) -> Result<u64, IommuError> {
-        let d = self.domain(did)?;
-        let (asid, vmid, smmu, stage) = (d.asid, d.vmid, d.smmu, d.stage);
-        let pgt = if s2 { d.s2.as_mut() } else { d.pgt.as_mut() }.ok_or(IommuError::NotTranslated(did))?;
-        let mut g = Gather::new();
-        let bytes = pgt.unmap(iova, size, &mut g)?;
-        let table_stage = if s2 || stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
-        let nested = stage == Stage::Nested;
-        let r = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid))
-            .ok_or(IommuError::NoSuchSmmu(smmu))?;
-        // Even if the invalidation failed, finish the gather so no table leaks.
-        pgt.complete(&mut g)?;
-        r?;
-        Ok(bytes)
+        self.unmap_gathered(did, s2, |pgt, g| pgt.unmap(iova, size, g))
     }
 
     /// Unmap several ranges of the domain's (stage-1, or only) table behind one invalidation
@@ -607,13 +595,26 @@ impl Iommu {
         did: DomainId,
         ranges: &[(u64, u64)],
     ) -> Result<Vec<Result<u64, PgtError>>, IommuError> {
+        self.unmap_gathered(did, false, |pgt, g| {
+            Ok(ranges.iter().map(|&(iova, size)| pgt.unmap(iova, size, g)).collect())
+        })
+    }
+
+    /// The strict unmap protocol: `unmaps` records into one gather on the domain's stage-1
+    /// (or only) table, or its stage-2 table (`s2`); then the invalidation and its CMD_SYNC,
+    /// then `complete`. An error from `unmaps` returns at once (the table changed nothing).
+    fn unmap_gathered<R>(
+        &mut self,
+        did: DomainId,
+        s2: bool,
+        unmaps: impl FnOnce(&mut Pgt, &mut Gather) -> Result<R, PgtError>,
+    ) -> Result<R, IommuError> {
         let d = self.domain(did)?;
         let (asid, vmid, smmu, stage) = (d.asid, d.vmid, d.smmu, d.stage);
-        let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
+        let pgt = if s2 { d.s2.as_mut() } else { d.pgt.as_mut() }.ok_or(IommuError::NotTranslated(did))?;
         let mut g = Gather::new();
-        let out: Vec<Result<u64, PgtError>> =
-            ranges.iter().map(|&(iova, size)| pgt.unmap(iova, size, &mut g)).collect();
-        let table_stage = if stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
+        let out = unmaps(pgt, &mut g)?;
+        let table_stage = if s2 || stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
         let nested = stage == Stage::Nested;
         let r = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid))
             .ok_or(IommuError::NoSuchSmmu(smmu))?;
