@@ -1,7 +1,6 @@
 //! SMMUv3 nodes, their masters (`iommus`) and fixed IOVA mappings (`iommu-addresses`).
 //! Bindings: iommu/arm,smmu-v3.yaml, iommu/iommu.txt, reserved-memory/reserved-memory.yaml.
 
-use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -30,23 +29,9 @@ impl Ctx<'_, '_> {
             let Some((base, size)) = self.ok(n, t.reg0(n)) else {
                 continue;
             };
-            let irqs = self.ok(n, t.irqs(n));
-            let names = t.strings(n, "interrupt-names");
-            // A count mismatch is only meaningful if the interrupts themselves decoded.
-            let irqs = irqs.unwrap_or_default();
-            if !names.is_empty() && names.len() != irqs.specs.len() && !irqs.specs.is_empty() {
-                self.err(n, Problem::NamesMismatch { names: names.len(), irqs: irqs.specs.len() });
-            }
+            let irqs = self.ok(n, t.irqs(n)).unwrap_or_default();
             let irq_parents = irqs.parents;
-            let named = irqs
-                .specs
-                .into_iter()
-                .enumerate()
-                .map(|(i, cells)| {
-                    let name = names.get(i).map_or_else(|| format!("irq{i}"), |s| s.to_string());
-                    (name, cells)
-                })
-                .collect();
+            let named = self.named_irqs(n, irqs.specs, &[]);
             let msi_parent = self.msi_parent(n);
             let msi_device_id = self.msi_device_id(n);
             let quirks = t

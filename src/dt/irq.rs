@@ -4,9 +4,12 @@
 use alloc::string::ToString;
 use alloc::vec::Vec;
 
-use super::Problem;
+use alloc::format;
+use alloc::string::String;
+
 use super::addr::slice;
 use super::tree::Tree;
+use super::{Ctx, Problem};
 
 /// GIC uses 3 or 4 cells; anything above this is a corrupt `#interrupt-cells`.
 const MAX_INTERRUPT_CELLS: u32 = 8;
@@ -90,5 +93,27 @@ impl Tree<'_> {
         let specs: Vec<Vec<u32>> = raw.chunks_exact(nc).map(<[u32]>::to_vec).collect();
         let parent = self.phandle_of(ctrl);
         Ok(Irqs { parents: alloc::vec![parent; specs.len()], specs, parent })
+    }
+}
+
+impl Ctx<'_, '_> {
+    /// `specs` (node `n`'s decoded interrupts) paired with their names: `interrupt-names`,
+    /// unless it does not match them one to one and the binding fixes an order (`positions`,
+    /// e.g. the architected timer's), then that order; "irq<i>" for an entry left unnamed. A
+    /// count mismatch is reported (only meaningful if the interrupts themselves decoded).
+    pub(crate) fn named_irqs(&mut self, n: usize, specs: Vec<Vec<u32>>, positions: &[&str]) -> Vec<(String, Vec<u32>)> {
+        let names = self.t.strings(n, "interrupt-names");
+        let by_name = names.len() == specs.len() || positions.is_empty();
+        if !names.is_empty() && names.len() != specs.len() && !specs.is_empty() {
+            self.err(n, Problem::NamesMismatch { names: names.len(), irqs: specs.len() });
+        }
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, cells)| {
+                let name = if by_name { names.get(i) } else { positions.get(i) };
+                (name.map_or_else(|| format!("irq{i}"), |s| String::from(*s)), cells)
+            })
+            .collect()
     }
 }

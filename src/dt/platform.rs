@@ -1,7 +1,6 @@
 //! Core platform nodes: memory, reserved memory, /chosen and its console, GIC and PSCI.
 //! Each pass records per-node problems in `Ctx::errors` and keeps going.
 
-use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -191,20 +190,7 @@ impl Ctx<'_, '_> {
             t.is_enabled(n) && (t.is_compatible(n, "arm,armv8-timer") || t.is_compatible(n, "arm,armv7-timer"))
         })?;
         let irqs = self.ok(n, t.irqs(n)).unwrap_or_default();
-        let names = t.strings(n, "interrupt-names");
-        let by_name = names.len() == irqs.specs.len();
-        if !names.is_empty() && !by_name && !irqs.specs.is_empty() {
-            self.err(n, Problem::NamesMismatch { names: names.len(), irqs: irqs.specs.len() });
-        }
-        let named = irqs
-            .specs
-            .into_iter()
-            .enumerate()
-            .map(|(i, cells)| {
-                let name = if by_name { names.get(i).copied() } else { POSITIONS.get(i).copied() };
-                (name.map_or_else(|| format!("irq{i}"), |s| s.to_string()), cells)
-            })
-            .collect();
+        let named = self.named_irqs(n, irqs.specs, &POSITIONS);
         Some(ArchTimer { node: t.path(n).to_string(), irqs: named, interrupt_parent: irqs.parent })
     }
 
