@@ -298,18 +298,7 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
             Ok(())
         }
         Path::Iommu(did) => {
-            let (start, size) = {
-                let d = io.domain(did)?;
-                let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
-                let g = d.granule.size();
-                a.find_sized(dma, (dma & (g - 1)) + len as u64).ok_or(DmaError::NotMapped { dma })?
-            };
-            // The table walk is only worth it when there is cache maintenance to do.
-            if needs_sync_for_cpu(dev, dir)
-                && let Some(pa) = io.iova_to_phys(did, dma)
-            {
-                sync_for_cpu(dev, pa, len, dir);
-            }
+            let (start, size) = take_back(&mut io, did, dev, dma, len, dir)?.ok_or(DmaError::NotMapped { dma })?;
             // In lazy mode an IOVA waiting for its flush still "exists": a second unmap finds
             // it allocated but no longer mapped (map_single maps every allocation at once),
             // which the table unmap itself reports, before it changes anything.
@@ -338,6 +327,30 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
             Ok(())
         }
     }
+}
+
+/// The start and size of the IOVA allocation that holds the device's `(dma, len)` in
+/// domain `did` (None: nothing is allocated there), with the CPU's stale cached copies of
+/// the buffer dropped first when `dir` needs it: the first step of every unmap.
+fn take_back(
+    io: &mut Iommu,
+    did: usize,
+    dev: &DmaDevice,
+    dma: u64,
+    len: usize,
+    dir: Direction,
+) -> Result<Option<(u64, u64)>, IommuError> {
+    let d = io.domain(did)?;
+    let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
+    let g = d.granule.size();
+    let Some(found) = a.find_sized(dma, (dma & (g - 1)) + len as u64) else { return Ok(None) };
+    // The table walk is only worth it when there is cache maintenance to do.
+    if needs_sync_for_cpu(dev, dir)
+        && let Some(pa) = io.iova_to_phys(did, dma)
+    {
+        sync_for_cpu(dev, pa, len, dir);
+    }
+    Ok(Some(found))
 }
 
 /// Complete every deferred (lazy) unmap of the device's domain now.
@@ -410,17 +423,10 @@ fn unmap_sg_batched(
             note(DmaError::ZeroSize);
             continue;
         }
-        let d = io.domain(did)?;
-        let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
-        let Some((start, size)) = a.find(dma) else {
+        let Some((start, size)) = take_back(io, did, dev, dma, len, dir)? else {
             note(DmaError::NotMapped { dma });
             continue;
         };
-        if needs_sync_for_cpu(dev, dir)
-            && let Some(pa) = io.iova_to_phys(did, dma)
-        {
-            sync_for_cpu(dev, pa, len, dir);
-        }
         found.push((start, size, dma));
     }
     let ranges: Vec<(u64, u64)> = found.iter().map(|&(s, z, _)| (s, z)).collect();
