@@ -352,8 +352,7 @@ impl SmmuV3 {
             if (ix.space(self.cmdq.prod, self.cmdq.cons) as usize) < cmds.len() - i {
                 let d = Deadline::after_ms(SYNC_TIMEOUT_MS);
                 loop {
-                    self.cmdq.cons = self.p0.cmdq_cons.get();
-                    self.stats.cons_reads += 1;
+                    self.read_cons();
                     if !ix.is_full(self.cmdq.prod, self.cmdq.cons) {
                         break;
                     }
@@ -571,10 +570,15 @@ impl SmmuV3 {
 }
 
 impl SmmuV3 {
-    /// Refresh CONS from the SMMU; has it consumed everything up to `target`?
-    fn sync_reached(&mut self, target: u32) -> bool {
+    /// Refresh the cached CONS from the SMMU (counted in `Stats::cons_reads`).
+    fn read_cons(&mut self) {
         self.cmdq.cons = self.p0.cmdq_cons.get();
         self.stats.cons_reads += 1;
+    }
+
+    /// Refresh CONS from the SMMU; has it consumed everything up to `target`?
+    fn sync_reached(&mut self, target: u32) -> bool {
+        self.read_cons();
         consumed_all(self.cmdq.ix, self.cmdq.cons, target)
     }
 }
