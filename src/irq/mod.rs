@@ -172,6 +172,11 @@ mod hw {
     static READY: AtomicBool = AtomicBool::new(false);
     static GIC: Mutex<Option<Gic>> = Mutex::new(None);
 
+    /// A handler is registered for `intid`.
+    fn has_handler(intid: u32) -> bool {
+        slot(intid).is_some_and(|s| s.handler.load(Ordering::SeqCst) != 0)
+    }
+
     fn slot(intid: u32) -> Option<&'static Slot> {
         let i = match intid {
             0..1020 => intid as usize,
@@ -231,7 +236,7 @@ mod hw {
         super::gic::init_cpu_interface();
         set_private_enabled(mpidr, super::SGI_WAKE, true)?;
         for ppi in 16..32 {
-            if slot(ppi).is_some_and(|s| s.handler.load(Ordering::SeqCst) != 0) {
+            if has_handler(ppi) {
                 set_private_enabled(mpidr, ppi, true)?;
             }
         }
@@ -241,7 +246,7 @@ mod hw {
     /// Enable or disable SGI/PPI `intid` on the CPU with affinity `mpidr` (its
     /// redistributor must be up: the boot CPU's, or a secondary's after `init_this_cpu`).
     pub fn set_private_enabled(mpidr: u64, intid: u32, on: bool) -> Result<(), IrqError> {
-        if on && slot(intid).is_none_or(|s| s.handler.load(Ordering::SeqCst) == 0) {
+        if on && !has_handler(intid) {
             return Err(IrqError::NoHandler(intid));
         }
         with_gic(|g| g.set_private_enabled(mpidr, intid, on))

@@ -128,6 +128,15 @@ static ALLOC_IRQS: AtomicU32 = AtomicU32::new(0);
 static ALLOC_CONFLICTS: AtomicU32 = AtomicU32::new(0);
 static ALLOC_REARM: AtomicU32 = AtomicU32::new(0);
 
+/// A heap buffer of `words` u64 and one page frame, taken and given back.
+fn allocate_and_free(words: u64) {
+    let v: Vec<u64> = (0..words).collect();
+    core::hint::black_box(&v);
+    if let Some(pa) = frames::alloc_zeroed(1) {
+        frames::free(pa, 1);
+    }
+}
+
 /// Timer handler of `handler_allocates`: heap and frames, as a handler that logs or needs a
 /// buffer would. Finding a lock held means the interrupted code held it (one CPU runs):
 /// allocating then would spin forever, so it only counts that.
@@ -135,11 +144,7 @@ fn allocating_handler(_: u32) {
     if crate::mm::heap::is_locked() || frames::is_locked() {
         ALLOC_CONFLICTS.fetch_add(1, Ordering::SeqCst);
     } else {
-        let v: Vec<u64> = (0..16).collect();
-        core::hint::black_box(&v);
-        if let Some(pa) = frames::alloc_zeroed(1) {
-            frames::free(pa, 1);
-        }
+        allocate_and_free(16);
         ALLOC_IRQS.fetch_add(1, Ordering::SeqCst);
     }
     if ALLOC_REARM.load(Ordering::SeqCst) > 0 {
@@ -173,12 +178,7 @@ fn handler_allocates(c: &Ctx) -> Outcome {
     let end = crate::arch::timer::Deadline::after_ms(100);
     let mut rounds = 0u64;
     while !end.expired() {
-        let v: Vec<u64> = (0..64).collect();
-        core::hint::black_box(&v);
-        let pa = frames::alloc_zeroed(1);
-        if let Some(pa) = pa {
-            frames::free(pa, 1);
-        }
+        allocate_and_free(64);
         rounds += 1;
     }
     ALLOC_REARM.store(0, Ordering::SeqCst);
