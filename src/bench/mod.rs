@@ -8,7 +8,7 @@ use crate::arch::{self, timer};
 use crate::bootargs::BootArgs;
 use crate::dma::{self, Direction, DmaDevice, Path};
 use crate::drivers::EDUS;
-use crate::drivers::virtio_blk::{SECTOR_SIZE, VirtioBlk};
+use crate::drivers::virtio_blk::{Phases, SECTOR_SIZE, VirtioBlk};
 use crate::drivers::{DmaEngine, EduDev};
 use crate::iommu::domain::{DomainId, MasterId};
 use crate::iommu::domain::{DomainType, IOMMU, IommuError, NO_RIL, Stage};
@@ -86,15 +86,22 @@ enum Mode {
     StrictG64k,
     /// `Lazy` in that domain.
     LazyG64k,
+    /// The DMA domain, reading into one buffer mapped for the whole run (`alloc_coherent`):
+    /// no map or unmap per read. No DMA API can do better in this domain: the ceiling for
+    /// `Strict` and `Lazy`, whose distance to bypass is the device model's translation.
+    Premapped,
 }
 
 impl Mode {
     /// What every workload compares.
     const BASIC: [Mode; 3] = [Mode::Strict, Mode::Lazy, Mode::Bypass];
-    /// virtio-blk also runs with 64 KiB pages: a 64 KiB read is then one page to map, one
-    /// IOTLB entry and one walk instead of sixteen.
-    const WITH_G64K: [Mode; 5] = [Mode::Strict, Mode::Lazy, Mode::Bypass, Mode::StrictG64k, Mode::LazyG64k];
-    const COUNT: usize = Mode::WITH_G64K.len();
+    /// virtio-blk also runs with 64 KiB pages (a 64 KiB read is then one page to map, one
+    /// IOTLB entry and one walk instead of sixteen), and premapped.
+    const VIRTIO: [Mode; 6] =
+        [Mode::Strict, Mode::Lazy, Mode::Bypass, Mode::StrictG64k, Mode::LazyG64k, Mode::Premapped];
+    /// `VIRTIO` on an SMMU without 64 KiB pages.
+    const VIRTIO_4K: [Mode; 4] = [Mode::Strict, Mode::Lazy, Mode::Bypass, Mode::Premapped];
+    const COUNT: usize = Mode::VIRTIO.len();
 
     fn name(self) -> &'static str {
         match self {
@@ -103,6 +110,7 @@ impl Mode {
             Mode::Bypass => "bypass",
             Mode::StrictG64k => "strict_g64k",
             Mode::LazyG64k => "lazy_g64k",
+            Mode::Premapped => "premapped",
         }
     }
 
@@ -120,6 +128,8 @@ impl Mode {
 const PASSES: usize = 5;
 /// 4 KiB edu transfers per mode and pass; each waits for the model's 100 ms timer.
 const EDU_TRANSFERS: usize = 8;
+/// Reads per mode timed by phase after the virtio passes.
+const PHASE_READS: u64 = 256;
 /// Map+unmap rounds timed after each virtio pass (the DMA API's part of one read).
 const MAP_ROUNDS: u64 = 256;
 /// Within a virtio pass the modes take turns on slices of the disk (2 MiB of 64 MiB), so a
@@ -136,9 +146,9 @@ fn smmu_stats(smmu: usize) -> Stats {
     registry::with_smmu(smmu, |s| s.stats).unwrap_or_default()
 }
 
-/// A device's domains for the interleaved runs: its own DMA domain (strict and lazy), an
-/// identity domain made for the bypass runs and, if asked for and the SMMU has 64 KiB
-/// pages, a DMA domain with them. `restore` puts the device back home.
+/// A device's domains for the interleaved runs: its own DMA domain (strict, lazy and
+/// premapped), an identity domain made for the bypass runs and, for virtio-blk if the SMMU
+/// has 64 KiB pages, a DMA domain with them. `restore` puts the device back home.
 struct Modes {
     master: MasterId,
     smmu: usize,
@@ -155,12 +165,12 @@ impl Modes {
         Modes::make(dev, false)
     }
 
-    /// `new`, plus the 64 KiB-page modes when the SMMU has that granule.
-    fn with_g64k(dev: &DmaDevice) -> Result<Modes, String> {
+    /// `new`, plus premapped and (when the SMMU has that granule) the 64 KiB-page modes.
+    fn virtio(dev: &DmaDevice) -> Result<Modes, String> {
         Modes::make(dev, true)
     }
 
-    fn make(dev: &DmaDevice, g64k: bool) -> Result<Modes, String> {
+    fn make(dev: &DmaDevice, virtio: bool) -> Result<Modes, String> {
         let master = dev.master.ok_or("not behind an SMMU: no bypass to compare with")?;
         let mut io = IOMMU.lock();
         let home = io.domain_of(master).ok_or("the device has no domain")?;
@@ -170,7 +180,7 @@ impl Modes {
         }
         let smmu = io.masters[master].smmu;
         let ident = io.domain_alloc(smmu, DomainType::Identity, Stage::S1).map_err(|e| alloc::format!("{e}"))?;
-        let g64k = match g64k {
+        let g64k = match virtio {
             false => None,
             true => match io.domain_alloc_granule(smmu, DomainType::Dma, Stage::S1, Granule::K64) {
                 Ok(d) => Some(d),
@@ -181,13 +191,17 @@ impl Modes {
                 Err(e) => return Err(alloc::format!("64 KiB-page domain: {e}")),
             },
         };
-        let list: &'static [Mode] = if g64k.is_some() { &Mode::WITH_G64K } else { &Mode::BASIC };
+        let list: &'static [Mode] = match (virtio, g64k.is_some()) {
+            (false, _) => &Mode::BASIC,
+            (true, true) => &Mode::VIRTIO,
+            (true, false) => &Mode::VIRTIO_4K,
+        };
         Ok(Modes { master, smmu, home, ident, g64k, list, was_strict: dma::strict() })
     }
 
     fn domain(&self, mode: Mode) -> Result<DomainId, String> {
         match mode {
-            Mode::Strict | Mode::Lazy => Ok(self.home),
+            Mode::Strict | Mode::Lazy | Mode::Premapped => Ok(self.home),
             Mode::Bypass => Ok(self.ident),
             Mode::StrictG64k | Mode::LazyG64k => self.g64k.ok_or_else(|| "no 64 KiB-page domain".into()),
         }
@@ -360,12 +374,13 @@ fn report(prefix: &str, what: &str, runs: &Runs) {
     }
 }
 
-/// A run's invalidation traffic must be its mode's: none in bypass, a CMD_SYNC per unmap
+/// A run's invalidation traffic must be its mode's: none in bypass or premapped, a CMD_SYNC per unmap
 /// when strict, a few batches when lazy (besides the flush timer's, `timer` of them). A
 /// mode switch that did not take shows here.
 fn check_traffic(mode: Mode, ops: u64, t: Traffic) -> Result<(), String> {
     let ok = match mode {
-        Mode::Bypass => t.cmds == 0,
+        // Premapped: the buffer was mapped before and is unmapped after the timed reads.
+        Mode::Bypass | Mode::Premapped => t.cmds == 0,
         Mode::Lazy | Mode::LazyG64k => t.syncs.saturating_sub(t.timer) * 4 <= ops,
         Mode::Strict | Mode::StrictG64k => t.syncs >= ops,
     };
@@ -502,7 +517,7 @@ fn virtio_passes(b: &mut VirtioBlk, modes: &Modes, chunk: usize) -> Result<Runs,
             let n = slice.min(reads - first);
             for mode in pass_order(modes.list, turn) {
                 virtio_switch(b, modes, mode, buf.as_mut_slice())?;
-                let (t, x) = traffic(modes.smmu, || virtio_read_range(b, buf.as_mut_slice(), first * per, n));
+                let (t, x) = virtio_run(b, modes, mode, &mut buf, first * per, n);
                 let i = mode.index();
                 sl[p][i] = t?;
                 tr[i].add(x);
@@ -514,13 +529,87 @@ fn virtio_passes(b: &mut VirtioBlk, modes: &Modes, chunk: usize) -> Result<Runs,
             check_traffic(mode, reads, tr[i])?;
             runs.syncs[p][i] = tr[i].syncs;
             virtio_move(b, modes, mode)?;
-            runs.api[p][i] = map_unmap_ticks(&b.dma, buf.pa, chunk)?;
+            runs.api[p][i] = match mode {
+                Mode::Premapped => 0,
+                _ => map_unmap_ticks(&b.dma, buf.pa, chunk)?,
+            };
         }
         let each: Vec<String> =
             modes.list.iter().map(|&m| alloc::format!("{} {:.3} s", m.name(), secs(runs.pass_ticks(p, m)))).collect();
         kprintln!("bench: virtio-blk {} KiB pass {}: {} ({reads} reads each)", chunk / 1024, p + 1, each.join(", "));
     }
     Ok(runs)
+}
+
+/// `virtio_read_range` in `mode` and the SMMU traffic it caused. Premapped reads go into
+/// a buffer mapped for the device before and unmapped after (outside timing and traffic).
+fn virtio_run(
+    b: &mut VirtioBlk,
+    modes: &Modes,
+    mode: Mode,
+    buf: &mut FrameBuf,
+    sector: u64,
+    reads: u64,
+) -> (Result<u64, String>, Traffic) {
+    if mode != Mode::Premapped {
+        return traffic(modes.smmu, || virtio_read_range(b, buf.as_mut_slice(), sector, reads));
+    }
+    let len = buf.as_mut_slice().len();
+    match b.alloc_buf(len) {
+        Ok(mut cb) => traffic(modes.smmu, || virtio_read_range(b, cb.as_mut_slice(), sector, reads)),
+        Err(e) => (Err(alloc::format!("premapped buffer: {e}")), Traffic::default()),
+    }
+}
+
+/// PASSES more rounds of `reads` reads per mode (the order rotated every round), the
+/// driver timing every read by phase (outside the timed passes: the counter reads cost a
+/// little); per mode and phase the median round. Shows where translation's cost lands: in
+/// the DMA API (submit, complete) or in the device model (wait).
+fn virtio_phases(b: &mut VirtioBlk, modes: &Modes, chunk: usize, reads: u64) -> Result<[Phases; Mode::COUNT], String> {
+    let mut buf = page_buf(chunk)?;
+    let mut rounds = [[Phases::default(); Mode::COUNT]; PASSES];
+    for (p, round) in rounds.iter_mut().enumerate() {
+        for mode in pass_order(modes.list, p) {
+            virtio_switch(b, modes, mode, buf.as_mut_slice())?;
+            b.phases = Some(Phases::default());
+            let (r, _) = virtio_run(b, modes, mode, &mut buf, 0, reads);
+            round[mode.index()] = b.phases.take().unwrap_or_default();
+            r?;
+        }
+    }
+    Ok(core::array::from_fn(|i| {
+        let med = |f: fn(&Phases) -> u64| median::<PASSES>(core::array::from_fn(|p| f(&rounds[p][i])));
+        Phases {
+            requests: med(|x| x.requests),
+            submit: med(|x| x.submit),
+            wait: med(|x| x.wait),
+            complete: med(|x| x.complete),
+            polls: med(|x| x.polls),
+        }
+    }))
+}
+
+/// Print where a read's time went per mode, and emit `{prefix}_{driver,wait}_us_{mode}`
+/// (the DMA API's and the device's part; bypass as the peer).
+fn report_phases(prefix: &str, what: &str, modes: &[Mode], ph: &[Phases; Mode::COUNT]) {
+    let per = |p: &Phases, t: u64| us(t) / p.requests.max(1) as f64;
+    let parts = |m: Mode| {
+        let p = &ph[m.index()];
+        (per(p, p.submit), per(p, p.wait), per(p, p.complete), p.polls as f64 / p.requests.max(1) as f64)
+    };
+    let (bs, bw, bc, _) = parts(Mode::Bypass);
+    kprintln!("bench: {what}, us per read: submit (map, doorbell) / wait (the device) / complete (unmap)");
+    for &m in modes {
+        let (s, w, c, polls) = parts(m);
+        let vs = match m {
+            Mode::Bypass => String::new(),
+            _ => alloc::format!(": {:+.1} us in the driver, {:+.1} us in the device", s + c - bs - bc, w - bw),
+        };
+        kprintln!("bench:   {:<12} {s:6.1} / {w:6.1} / {c:5.1} ({polls:.0} polls){vs}", m.name());
+        let peer = |x: f64| (m != Mode::Bypass).then_some(x);
+        emit(&alloc::format!("{prefix}_driver_us_{}", m.name()), s + c, peer(bs + bc), "us");
+        emit(&alloc::format!("{prefix}_wait_us_{}", m.name()), w, peer(bw), "us");
+    }
 }
 
 /// Every mode, PASSES times, EDU_TRANSFERS edu writes of 4 KiB into a page mapped for the
@@ -630,7 +719,7 @@ fn virtio_workload() -> u32 {
 }
 
 fn virtio_modes(b: &mut VirtioBlk) -> u32 {
-    let modes = match Modes::with_g64k(&b.dma) {
+    let modes = match Modes::virtio(&b.dma) {
         Ok(m) => m,
         Err(x) => {
             kprintln!("bench: virtio-blk: {x}");
@@ -639,10 +728,18 @@ fn virtio_modes(b: &mut VirtioBlk) -> u32 {
     };
     let mut failures = 0;
     for (chunk, tag) in [(4096usize, "4k"), (65536, "64k")] {
+        let (prefix, what) = (alloc::format!("virtio_read_{tag}"), alloc::format!("virtio-blk {tag} reads"));
         match virtio_passes(b, &modes, chunk) {
-            Ok(runs) => report(&alloc::format!("virtio_read_{tag}"), &alloc::format!("virtio-blk {tag} reads"), &runs),
+            Ok(runs) => report(&prefix, &what, &runs),
             Err(x) => {
                 kprintln!("bench: virtio-blk {tag}: {x}");
+                failures += 1;
+            }
+        }
+        match virtio_phases(b, &modes, chunk, PHASE_READS) {
+            Ok(ph) => report_phases(&prefix, &what, modes.list, &ph),
+            Err(x) => {
+                kprintln!("bench: virtio-blk {tag} phases: {x}");
                 failures += 1;
             }
         }

@@ -22,7 +22,7 @@
 //! loop stays the crate's: `read_consistent` rereads the config while its generation
 //! changes, which QEMU's never does during a read.)
 
-use crate::arch::timer::Deadline;
+use crate::arch::timer::{self, Deadline};
 use crate::bus::pci::{self, Ecam, Function};
 use crate::dma::{self, Direction, DmaDevice, DmaError, Path};
 use crate::mm::PAGE_SIZE;
@@ -580,6 +580,23 @@ pub struct Stats {
     pub resets_after_error: u64,
 }
 
+/// Where the requests' time went, counted while [`VirtioBlk::phases`] is `Some` (off by
+/// default: the counter reads add a little to every request). Generic-timer ticks, summed
+/// over `requests` completed requests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Phases {
+    pub requests: u64,
+    /// From the start of the request to the doorbell: buffers mapped (the DMA API), chain
+    /// written, notify.
+    pub submit: u64,
+    /// Waiting for the device to return the chain: the device model's work.
+    pub wait: u64,
+    /// Popping the chain: buffers unmapped (the DMA API).
+    pub complete: u64,
+    /// Used-ring polls while waiting.
+    pub polls: u64,
+}
+
 /// A bound virtio-blk device.
 pub struct VirtioBlk {
     pub name: String,
@@ -592,6 +609,8 @@ pub struct VirtioBlk {
     /// Bound for each request.
     pub timeout_ms: u64,
     pub stats: Stats,
+    /// Set to `Some` to have requests timed by phase.
+    pub phases: Option<Phases>,
 }
 
 pub fn is_virtio_blk(f: &Function) -> bool {
@@ -650,6 +669,7 @@ pub fn probe(f: &Function, ecam: Ecam, coherent: bool) -> Result<VirtioBlk, BlkE
         capacity: 0,
         timeout_ms: DEFAULT_TIMEOUT_MS,
         stats: Stats::default(),
+        phases: None,
     };
     {
         let _e = enter(slot)?;
@@ -836,6 +856,9 @@ impl VirtioBlk {
 
     fn submit_and_wait(&mut self, sector: u64, mut buf: Buf<'_>) -> Ending {
         let slot = self.slot;
+        let timed = self.phases.is_some();
+        let now = || if timed { timer::ticks() } else { 0 };
+        let t0 = now();
         with_slot(slot, |h| {
             h.error = None;
             h.log.clear();
@@ -870,9 +893,12 @@ impl VirtioBlk {
             Ok(t) => t,
             Err(e) => return Ending::Done(Err(e)),
         };
+        let t1 = now();
         let d = Deadline::after_ms(timeout_ms);
+        let mut polls = 0;
         loop {
             with_slot(slot, |h| h.sync_rings_for_cpu());
+            polls += 1;
             if s.blk.peek_used() == Some(token) {
                 break;
             }
@@ -884,6 +910,7 @@ impl VirtioBlk {
             }
             core::hint::spin_loop();
         }
+        let t2 = now();
         // SAFETY: the same req, buf and resp as submitted with this token.
         let r = unsafe {
             match &mut buf {
@@ -891,6 +918,14 @@ impl VirtioBlk {
                 Buf::Write(b) => s.blk.complete_write_blocks(token, req, b, resp),
             }
         };
+        if let Some(p) = self.phases.as_mut() {
+            let t3 = now();
+            p.requests += 1;
+            p.submit += t1 - t0;
+            p.wait += t2 - t1;
+            p.complete += t3 - t2;
+            p.polls += polls;
+        }
         Ending::Done(r)
     }
 }
