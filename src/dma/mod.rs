@@ -262,6 +262,11 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
             let g = io.domain(did)?.granule.size();
             let off = pa & (g - 1);
             let size = (off + len as u64).div_ceil(g) * g;
+            if !strict()
+                && let Some(iova) = io.map_lazy_identical(did, pa - off, size, prot(dir), dev.mask)?
+            {
+                return Ok(iova + off);
+            }
             let iova = {
                 let d = io.domain(did)?;
                 let a = d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?;
@@ -312,7 +317,7 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
                 d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?.free(start).map_err(IommuError::from)?;
             } else {
                 io.unmap_lazy(did, start, size).map_err(not_mapped)?;
-                if io.domain(did)?.lazy_iovas.len() >= LAZY_BATCH {
+                if io.domain(did)?.flush_queue.len() >= LAZY_BATCH {
                     io.flush_lazy(did)?;
                 } else if FLUSH_TIMER_UP.load(Ordering::Relaxed) {
                     // This CPU's timer; its handler clears the flag on this CPU, so no

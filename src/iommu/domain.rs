@@ -3,6 +3,7 @@
 //! time, and map/unmap with the fewest invalidation commands. It talks to the SMMUv3
 //! layer only through `SmmuV3`'s STE and command operations.
 
+use super::flush_queue::{FlushQueue, Waiting};
 use super::io_pgtable::{Config, Gather, Granule, IoPageTable, PgtError, Prot, Stage as PgtStage, TableMemory};
 use super::iova::{IovaAllocator, IovaError};
 use super::registry::{self, REGISTRY};
@@ -140,7 +141,7 @@ pub struct Domain {
     /// Unmaps waiting for a batched invalidation (lazy mode): the gather and the
     /// IOVAs to free once it completed.
     pub lazy: Option<Gather>,
-    pub lazy_iovas: Vec<u64>,
+    pub flush_queue: FlushQueue,
     /// Lazy unmaps since this domain's last TLB invalidation (flush or flush timer).
     pub tlb_stale: bool,
     pub attached: Vec<MasterId>,
@@ -295,7 +296,7 @@ impl Iommu {
             cd_pa: None,
             iova: None,
             lazy: None,
-            lazy_iovas: Vec::new(),
+            flush_queue: FlushQueue::new(),
             tlb_stale: false,
             attached: Vec::new(),
             granule,
@@ -637,15 +638,48 @@ impl Iommu {
     }
 
     /// Lazy unmap: the range leaves the table now; its invalidation (and the IOVA's
-    /// reuse) waits for `flush_lazy`.
+    /// reuse) waits for `flush_lazy`, unless the same mapping is made again meanwhile
+    /// (`map_lazy_identical`).
     pub fn unmap_lazy(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
         let d = self.domain(did)?;
         let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
+        // What the TLB may still hold for it: the mapping that may take the IOVA back.
+        let leaf = pgt.leaf(iova);
         let g = d.lazy.get_or_insert_with(Gather::new);
         let bytes = pgt.unmap(iova, size, g)?;
-        d.lazy_iovas.push(iova);
+        if let Some(l) = leaf {
+            d.flush_queue.push(Waiting { iova, pa: l.pa | (iova & (l.size - 1)), size, attrs: l.attrs });
+        }
         d.tlb_stale = true;
         Ok(bytes)
+    }
+
+    /// Lazy mode: map `[pa, pa + size)` with `prot` at an IOVA waiting in the flush queue
+    /// with exactly this mapping (same pages, same attributes), ending at or below `limit`.
+    /// Whatever the TLB still holds for that IOVA is the new mapping itself, so it needs no
+    /// invalidation first: the IOVA leaves the queue's frees and its entries are written
+    /// again. Ok(None) when no such IOVA waits; the caller allocates a fresh one.
+    pub fn map_lazy_identical(
+        &mut self,
+        did: DomainId,
+        pa: u64,
+        size: u64,
+        prot: Prot,
+        limit: u64,
+    ) -> Result<Option<u64>, IommuError> {
+        let d = self.domain(did)?;
+        let Some(pgt) = d.pgt.as_mut() else { return Ok(None) };
+        if d.flush_queue.is_empty() {
+            return Ok(None);
+        }
+        let attrs = pgt.attrs(&prot)?;
+        let Some(iova) = d.flush_queue.take_identical(pa, size, attrs, limit) else { return Ok(None) };
+        if let Err(e) = pgt.map(iova, pa, size, prot) {
+            // Back to waiting: the next flush frees it.
+            d.flush_queue.push(Waiting { iova, pa, size, attrs });
+            return Err(e.into());
+        }
+        Ok(Some(iova))
     }
 
     /// One invalidation for everything unmapped lazily; then the IOVAs are free.
@@ -662,14 +696,16 @@ impl Iommu {
             pgt.complete(&mut g)?;
         }
         r?;
-        let n = d.lazy_iovas.len();
+        let n = d.flush_queue.len();
         // Drained, not taken: the next batch refills the same capacity without reallocating.
+        // IOVAs taken back by an identical map are live again and stay allocated.
         let mut failed = None;
-        for i in d.lazy_iovas.drain(..) {
-            if let Some(Err(e)) = d.iova.as_mut().map(|a| a.free(i)) {
+        let (q, a) = (&mut d.flush_queue, &mut d.iova);
+        q.drain(|i| {
+            if let Some(Err(e)) = a.as_mut().map(|a| a.free(i)) {
                 failed.get_or_insert(e);
             }
-        }
+        });
         match failed {
             Some(e) => Err(e.into()),
             None => Ok(n),

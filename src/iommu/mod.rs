@@ -1,6 +1,8 @@
 //! The IOMMU layers: I/O page tables and the IOVA allocator (pure), the SMMUv3
 //! hardware layer, and the generic layer (domains, groups, attach) above it.
 
+/// Lazy mode's flush queue (pure; the domain layer owns one per DMA domain).
+pub mod flush_queue;
 pub mod io_pgtable;
 pub mod iova;
 /// MSI doorbell window of DMA domains (pure arithmetic; composition target-only).

@@ -35,6 +35,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "dma", name: "api_misuse", run: api_misuse },
     Test { suite: "dma", name: "lazy_unmap_batches", run: lazy_batches },
     Test { suite: "dma", name: "lazy_flush_timeout", run: lazy_flush_timeout },
+    Test { suite: "dma", name: "lazy_identical_remap", run: lazy_identical_remap },
     Test { suite: "dma", name: "unmap_sg_one_sync", run: unmap_sg_one_sync },
     Test { suite: "dma", name: "direct_path", run: direct_path },
     Test { suite: "dma", name: "direct_map_from_boot", run: direct_map_from_boot },
@@ -760,6 +761,75 @@ fn lazy_batches(_: &Ctx) -> Outcome {
             ensure!(l <= n / dma::LAZY_BATCH as u64 + 1, "lazy mode issued {l} CMD_SYNCs for {n} unmaps");
             // And the device still works after the lazy churn.
             copy_and_check(e, PAGE)
+        })
+    })
+}
+
+/// Lazy mode: mapping again exactly what waits in the flush queue (same pages, same
+/// direction) takes its IOVA back with no command to the SMMU, and DMA through it lands in
+/// the buffer; other pages or another direction get a fresh IOVA. After the flush no IOVA
+/// is left allocated.
+fn lazy_identical_remap(_: &Ctx) -> Outcome {
+    with_edu(0, |e| {
+        translated(e, |e| {
+            let (src, dst, other) = (
+                some!(Guarded::new(PAGE), "no memory"),
+                some!(Guarded::new(PAGE), "no memory"),
+                some!(Guarded::new(PAGE), "no memory"),
+            );
+            src.fill(0x5a);
+            let did = some!(domain_of(&e.dma), "no domain");
+            let allocs = || IOMMU.lock().domain(did).ok().and_then(|d| d.iova.as_ref().map(|a| a.allocations()));
+            let commands = || registry::with_smmu(0, |s| s.stats.commands).unwrap_or(0);
+            let was = dma::strict();
+            dma::set_strict(false);
+            let dev = e.dma.clone();
+            // Everything mapped, unmapped at the end whatever happened.
+            let mut live: Vec<(u64, Direction)> = Vec::new();
+            let mut map = |pa, dir| {
+                let d = dma::map_single(&dev, pa, PAGE, dir).map_err(|x| format!("map: {x}"))?;
+                live.push((d, dir));
+                Ok::<u64, alloc::string::String>(d)
+            };
+            let before = dma::flush(&dev).map(|_| allocs());
+            let r = (|| -> Result<u64, alloc::string::String> {
+                let d1 = dma::map_single(&dev, dst.pa, PAGE, Direction::FromDevice).map_err(|x| format!("map: {x}"))?;
+                dma::unmap_single(&dev, d1, PAGE, Direction::FromDevice).map_err(|x| format!("unmap: {x}"))?;
+                let ro = map(dst.pa, Direction::ToDevice)?;
+                let c0 = commands();
+                let d2 = map(dst.pa, Direction::FromDevice)?;
+                let c1 = commands();
+                // Other pages (with 64 KiB pages `other` may share dst's: then nothing waits
+                // for them any more either).
+                let elsewhere = map(other.pa, Direction::FromDevice)?;
+                let s = map(src.pa, Direction::ToDevice)?;
+                if ro == d1 || elsewhere == d1 {
+                    return Err(format!(
+                        "{d1:#x} given to another direction ({ro:#x}) or other pages ({elsewhere:#x})"
+                    ));
+                }
+                if d2 != d1 || c1 != c0 {
+                    return Err(format!(
+                        "the same mapping again: IOVA {d2:#x} (waiting: {d1:#x}), {} commands",
+                        c1 - c0
+                    ));
+                }
+                copy(e, s, d2, PAGE).map_err(|x| format!("DMA through the taken-back IOVA: {x}"))?;
+                Ok(d2)
+            })();
+            let undone: Result<(), DmaError> = live
+                .drain(..)
+                .try_for_each(|(d, dir)| dma::unmap_single(&dev, d, PAGE, dir))
+                .and_then(|_| dma::flush(&dev));
+            let after = allocs();
+            dma::set_strict(was);
+            tri!(r, "lazy remap");
+            tri!(undone, "unmap");
+            let before = tri!(before, "flush");
+            ensure!(before == after, "IOVA allocations {before:?} before, {after:?} after the flush");
+            ensure!(dst.same_as(&src).is_none(), "the DMA did not land in the buffer");
+            ensure!(src.canaries_intact() && dst.canaries_intact(), "canary pages changed");
+            Outcome::Pass
         })
     })
 }

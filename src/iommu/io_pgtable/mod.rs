@@ -98,6 +98,17 @@ struct Stash {
 /// Dropping it frees every table, the root included; the driver must first make sure the SMMU
 /// no longer uses it (CD/STE invalidated and synced) and must have `complete`d its gathers
 /// (tables still queued in a gather are leaked, not freed twice).
+/// A leaf entry, as [`IoPageTable::leaf`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    /// Output address of the entry's first byte.
+    pub pa: u64,
+    /// Bytes the entry maps (page or block size).
+    pub size: u64,
+    /// Its attribute bits: what `map` writes for a `Prot` (see [`IoPageTable::attrs`]).
+    pub attrs: u64,
+}
+
 pub struct IoPageTable<M: TableMemory> {
     cfg: Config,
     geo: Geometry,
@@ -523,8 +534,18 @@ impl<M: TableMemory> IoPageTable<M> {
         cleared
     }
 
+    /// The attribute bits `map` writes in leaf entries for `prot` (compare with [`Leaf::attrs`]).
+    pub fn attrs(&self, prot: &Prot) -> Result<u64, PgtError> {
+        leaf_attrs(self.cfg.stage, prot)
+    }
+
     /// Software walk: the output address `iova` translates to, as the SMMU would see it now.
     pub fn iova_to_phys(&self, iova: u64) -> Option<u64> {
+        self.leaf(iova).map(|l| l.pa | (iova & (l.size - 1)))
+    }
+
+    /// The leaf entry (page or block) that translates `iova`, as the SMMU would see it now.
+    pub fn leaf(&self, iova: u64) -> Option<Leaf> {
         let g = &self.geo;
         if iova >> g.ias != 0 {
             return None;
@@ -533,15 +554,17 @@ impl<M: TableMemory> IoPageTable<M> {
         let mut t = self.root();
         loop {
             let d = t.get(g.index(level, iova));
-            let off = iova & (g.entry_size(level) - 1);
+            let size = g.entry_size(level);
             match d & DESC_TYPE_MASK {
-                DESC_PAGE if level == LEAF_LEVEL => return Some((d & ADDR_MASK) | off),
+                DESC_PAGE if level == LEAF_LEVEL => {
+                    return Some(Leaf { pa: d & ADDR_MASK, size, attrs: d & LEAF_ATTR_MASK });
+                }
                 DESC_TABLE if level < LEAF_LEVEL => {
                     t = self.table(d & ADDR_MASK);
                     level += 1;
                 }
                 DESC_BLOCK if level < LEAF_LEVEL && g.leaf_ok(level) => {
-                    return Some((d & ADDR_MASK & !(g.entry_size(level) - 1)) | off);
+                    return Some(Leaf { pa: d & ADDR_MASK & !(size - 1), size, attrs: d & LEAF_ATTR_MASK });
                 }
                 _ => return None,
             }

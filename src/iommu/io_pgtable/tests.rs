@@ -1341,3 +1341,23 @@ fn granule_from_boot_argument() {
         assert_eq!(Granule::from_arg(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn leaf_entries_and_their_attributes() {
+    for stage in [Stage::S1, Stage::S2] {
+        let mut p = pgt(cfg(stage, Granule::K4, 39, 48));
+        let (rw, ro) = (p.attrs(&Prot::RW).unwrap(), p.attrs(&Prot::RO).unwrap());
+        assert_ne!(rw, ro, "{stage:?}: read-only must show in the attributes");
+        p.map(0x1000, 0x4000_3000, K4, Prot::RW).unwrap();
+        p.map(0x20_0000, 0x8020_0000, 2 * MIB, Prot::RO).unwrap();
+        assert_eq!(p.leaf(0x1fff), Some(Leaf { pa: 0x4000_3000, size: K4, attrs: rw }), "{stage:?} page");
+        assert_eq!(p.leaf(0x2f_fff8), Some(Leaf { pa: 0x8020_0000, size: 2 * MIB, attrs: ro }), "{stage:?} block");
+        assert_eq!(p.iova_to_phys(0x2f_fff8), Some(0x802f_fff8));
+        assert_eq!(p.leaf(0x2000), None, "{stage:?}: nothing mapped");
+        assert_eq!(p.leaf(1 << 39), None, "{stage:?}: beyond the input range");
+        let mut g = Gather::new();
+        p.unmap(0x1000, K4, &mut g).unwrap();
+        p.complete(&mut g).unwrap();
+        assert_eq!(p.leaf(0x1000), None, "{stage:?}: unmapped");
+    }
+}

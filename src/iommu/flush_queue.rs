@@ -1,0 +1,232 @@
+//! Lazy mode's flush queue (Linux's `iova_fq`): IOVAs unmapped from the table whose TLB
+//! invalidation is still owed. The allocator may not hand one out again before the flush
+//! that invalidates it, or the device could reach the new buffer through a stale entry.
+//!
+//! One exception is safe, and this queue serves it: mapping *the same pages with the same
+//! attributes* again may take back a waiting IOVA ([`FlushQueue::take_identical`]).
+//! Whatever the SMMU's TLB still holds for that IOVA is then exactly the new mapping, so no
+//! invalidation is owed for it. The map allocates no IOVA, and the device's TLB entry keeps
+//! translating: drivers that map the same buffers again and again (buffer pools, bounce
+//! buffers) pay neither an allocation nor a TLB miss per map. Taken IOVAs stay in the queue
+//! (marked) so the batch still flushes every `LAZY_BATCH` unmaps, but they are not freed.
+//!
+//! Pure logic (host-tested); the domain layer (`domain.rs`) owns one queue per DMA domain.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// An unmapped range waiting for its invalidation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    pub iova: u64,
+    /// Output address of the range's first byte (physical, or IPA under nesting).
+    pub pa: u64,
+    pub size: u64,
+    /// The leaf attribute bits its table entries had (`desc::LEAF_ATTR_MASK`).
+    pub attrs: u64,
+}
+
+/// Index slots: twice the entries it indexes (linear probing stays short); entries beyond
+/// half of it are queued but cannot be taken back.
+const SLOTS: usize = 512;
+const EMPTY: u16 = 0;
+
+#[derive(Debug)]
+pub struct FlushQueue {
+    entries: Vec<Waiting>,
+    /// Taken back: no longer to be freed (parallel to `entries`).
+    taken: Vec<bool>,
+    /// Open addressing by `pa`: entry index + 1, or EMPTY. Never deleted from; cleared by
+    /// `drain`, so it holds at most SLOTS / 2 entries.
+    index: Vec<u16>,
+    indexed: usize,
+}
+
+impl Default for FlushQueue {
+    fn default() -> Self {
+        FlushQueue::new()
+    }
+}
+
+impl FlushQueue {
+    pub fn new() -> FlushQueue {
+        FlushQueue { entries: Vec::new(), taken: Vec::new(), index: vec![EMPTY; SLOTS], indexed: 0 }
+    }
+
+    /// Unmaps queued since the last drain, taken back or not (the batch size that bounds
+    /// lazy mode counts them all).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Queued and not taken back: what the next drain frees.
+    pub fn waiting(&self) -> usize {
+        self.taken.iter().filter(|t| !**t).count()
+    }
+
+    fn home(pa: u64) -> usize {
+        ((pa >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros())) as usize
+    }
+
+    pub fn push(&mut self, w: Waiting) {
+        let i = self.entries.len();
+        self.entries.push(w);
+        self.taken.push(false);
+        if self.indexed >= SLOTS / 2 || i + 1 > u16::MAX as usize {
+            return;
+        }
+        let mut s = FlushQueue::home(w.pa);
+        while self.index[s] != EMPTY {
+            s = (s + 1) % SLOTS;
+        }
+        self.index[s] = (i + 1) as u16;
+        self.indexed += 1;
+    }
+
+    /// The IOVA of a waiting range mapped exactly like `[pa, pa + size)` with `attrs`, and
+    /// ending at or below `limit` (the device's mask), taken out of the queue's frees; the
+    /// caller maps it again. None when no such range waits.
+    pub fn take_identical(&mut self, pa: u64, size: u64, attrs: u64, limit: u64) -> Option<u64> {
+        let mut s = FlushQueue::home(pa);
+        loop {
+            let slot = self.index[s];
+            if slot == EMPTY {
+                return None;
+            }
+            let i = slot as usize - 1;
+            let w = self.entries[i];
+            if !self.taken[i]
+                && w.pa == pa
+                && w.size == size
+                && w.attrs == attrs
+                && w.iova.checked_add(size - 1).is_some_and(|end| end <= limit)
+            {
+                self.taken[i] = true;
+                return Some(w.iova);
+            }
+            s = (s + 1) % SLOTS;
+        }
+    }
+
+    /// Empty the queue after its invalidation completed: `free` gets every IOVA not taken
+    /// back. Keeps the capacity.
+    pub fn drain(&mut self, mut free: impl FnMut(u64)) {
+        for (w, taken) in self.entries.drain(..).zip(self.taken.drain(..)) {
+            if !taken {
+                free(w.iova);
+            }
+        }
+        if self.indexed > 0 {
+            self.index.fill(EMPTY);
+            self.indexed = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(iova: u64, pa: u64) -> Waiting {
+        Waiting { iova, pa, size: 0x1000, attrs: 0x740 }
+    }
+
+    fn drained(q: &mut FlushQueue) -> Vec<u64> {
+        let mut v = Vec::new();
+        q.drain(|i| v.push(i));
+        v
+    }
+
+    #[test]
+    fn identical_mapping_takes_its_iova_back_once() {
+        let mut q = FlushQueue::new();
+        q.push(w(0x10_0000, 0x4000_0000));
+        q.push(w(0x10_1000, 0x4000_1000));
+        assert_eq!(q.take_identical(0x4000_1000, 0x1000, 0x740, u64::MAX), Some(0x10_1000));
+        // Taken once: a second map of the same pages needs another IOVA.
+        assert_eq!(q.take_identical(0x4000_1000, 0x1000, 0x740, u64::MAX), None);
+        assert_eq!((q.len(), q.waiting()), (2, 1));
+        // The drain frees only what still waits, and empties the index.
+        assert_eq!(drained(&mut q), [0x10_0000]);
+        assert!(q.is_empty());
+        assert_eq!(q.take_identical(0x4000_0000, 0x1000, 0x740, u64::MAX), None);
+    }
+
+    #[test]
+    fn anything_different_is_not_identical() {
+        let mut q = FlushQueue::new();
+        q.push(Waiting { iova: 0x20_0000, pa: 0x4000_0000, size: 0x2000, attrs: 0x740 });
+        assert_eq!(q.take_identical(0x4000_0000, 0x1000, 0x740, u64::MAX), None, "size");
+        assert_eq!(q.take_identical(0x4000_0000, 0x2000, 0x7c0, u64::MAX), None, "attributes");
+        assert_eq!(q.take_identical(0x4000_1000, 0x2000, 0x740, u64::MAX), None, "pages");
+        assert_eq!(q.take_identical(0x4000_0000, 0x2000, 0x740, 0x20_0fff), None, "beyond the mask");
+        assert_eq!(q.take_identical(0x4000_0000, 0x2000, 0x740, 0x20_1fff), Some(0x20_0000));
+    }
+
+    #[test]
+    fn same_pages_queued_twice_and_a_full_index() {
+        let mut q = FlushQueue::new();
+        q.push(w(0x1000, 0x8000));
+        q.push(w(0x2000, 0x8000));
+        let a = q.take_identical(0x8000, 0x1000, 0x740, u64::MAX);
+        let b = q.take_identical(0x8000, 0x1000, 0x740, u64::MAX);
+        assert_eq!((a, b), (Some(0x1000), Some(0x2000)));
+        assert!(drained(&mut q).is_empty());
+        // Beyond half the slots entries are queued (and freed) but not indexed: every lookup
+        // still ends at an empty slot.
+        for k in 0..SLOTS as u64 {
+            q.push(w(0x100_0000 + k * 0x1000, k * 0x1000));
+        }
+        assert_eq!(q.take_identical(0, 0x1000, 0x740, u64::MAX), Some(0x100_0000));
+        assert_eq!(q.take_identical((SLOTS as u64 - 1) * 0x1000, 0x1000, 0x740, u64::MAX), None);
+        assert_eq!(drained(&mut q).len(), SLOTS - 1);
+    }
+
+    #[test]
+    fn random_against_a_model() {
+        let mut q = FlushQueue::new();
+        let mut model: Vec<(Waiting, bool)> = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..2000u64 {
+            let r = next();
+            if r % 7 == 0 {
+                let mut got = drained(&mut q);
+                let mut want: Vec<u64> = model.drain(..).filter(|(_, t)| !t).map(|(w, _)| w.iova).collect();
+                got.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(got, want, "round {round}");
+            } else if r % 3 == 0 {
+                let pa = (next() % 16) << 12;
+                let got = q.take_identical(pa, 0x1000, 0x740, u64::MAX);
+                let any = model.iter().any(|(w, t)| !*t && w.pa == pa);
+                match (got, any) {
+                    (None, false) => {}
+                    (Some(i), true) => {
+                        // Any identical waiting range will do; mark the one returned.
+                        let e = model.iter_mut().find(|(w, t)| !*t && w.iova == i && w.pa == pa);
+                        assert!(e.is_some(), "round {round}: returned {i:#x}, not waiting for {pa:#x}");
+                        if let Some(e) = e {
+                            e.1 = true;
+                        }
+                    }
+                    (g, a) => panic!("round {round}: got {g:?}, model has one: {a}"),
+                }
+            } else {
+                let ww = w(round << 12, (next() % 16) << 12);
+                q.push(ww);
+                model.push((ww, false));
+            }
+            assert_eq!(q.waiting(), model.iter().filter(|(_, t)| !t).count());
+        }
+    }
+}
