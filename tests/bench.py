@@ -35,6 +35,7 @@ NOTES = [
     (r"^virtio_read_(4k|64k)_seconds_premapped$", "ceiling of strict/lazy (no map/unmap per read)"),
     (r"^virtio_read_(4k|64k)_wait_us_", "device model's part of a read"),
     (r"^virtio_read_(4k|64k)_driver_us_", "DMA API's part of a read"),
+    (r"^map_unmap_1page_lazy_fresh_ns$", "a fresh IOVA every map (pages rotating)"),
 ]
 
 

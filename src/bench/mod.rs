@@ -60,9 +60,14 @@ fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64, u64), String> {
     r
 }
 
-/// Median ns of one map+unmap of a page for `dev`, deferred unmaps completed after.
-fn map_unmap_latency(dev: &DmaDevice, pa: u64, rounds: u64) -> Result<u64, String> {
+/// Median ns of one map+unmap of a page for `dev`, deferred unmaps completed after. The
+/// page is `pas[i % pas.len()]` in round `i`: one page (the loop; in lazy mode its
+/// waiting IOVA is taken back), or more than a lazy batch of pages (a fresh IOVA each map).
+fn map_unmap_latency(dev: &DmaDevice, pas: &[u64], rounds: u64) -> Result<u64, String> {
+    let mut i = 0;
     let r = ns_per_call(rounds, &mut || {
+        let pa = pas[i % pas.len()];
+        i += 1;
         let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
         dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))
     });
@@ -128,6 +133,9 @@ impl Mode {
 const PASSES: usize = 5;
 /// 4 KiB edu transfers per mode and pass; each waits for the model's 100 ms timer.
 const EDU_TRANSFERS: usize = 8;
+/// Pages the lazy latency loop rotates through when it wants a fresh IOVA every map: more
+/// than a lazy batch, so none is still waiting when its page comes round again.
+const FRESH_PAGES: usize = 2 * dma::LAZY_BATCH;
 /// Reads per mode timed by phase after the virtio passes.
 const PHASE_READS: u64 = 256;
 /// Map+unmap rounds timed after each virtio pass (the DMA API's part of one read).
@@ -821,16 +829,21 @@ pub fn run(args: &BootArgs) -> u32 {
             failures += 1;
         }
     }
-    // DMA API latency: translated strict / lazy vs bypass, in one boot.
-    let latency = Modes::new(&e.dma).and_then(|modes| {
+    // DMA API latency: translated strict / lazy vs bypass, in one boot; lazy also over more
+    // pages than a batch holds, where no waiting IOVA can be taken back.
+    let fresh = page_buf(FRESH_PAGES * 4096);
+    let latency = fresh.and_then(|f| Ok((Modes::new(&e.dma)?, f))).and_then(|(modes, fresh)| {
+        let fresh_pas: Vec<u64> = (0..FRESH_PAGES as u64).map(|k| fresh.pa + k * 4096).collect();
         let mut ns = [0u64; Mode::COUNT];
         let r = modes.list.iter().try_for_each(|&m| {
             modes.set(m)?;
-            ns[m.index()] = map_unmap_latency(&e.dma, pa, 500)?;
+            ns[m.index()] = map_unmap_latency(&e.dma, &[pa], 500)?;
             Ok::<(), String>(())
         });
+        modes.set(Mode::Lazy)?;
+        let f = map_unmap_latency(&e.dma, &fresh_pas, 500);
         modes.restore()?;
-        r.map(|()| ns)
+        r.and(f).map(|f| (ns, f))
     });
     dma::set_strict(false);
     match latency_breakdown(&e.dma, pa) {
@@ -847,10 +860,11 @@ pub fn run(args: &BootArgs) -> u32 {
     dma::set_strict(true);
     frames::free(pa, 1);
     match latency {
-        Ok(ns) => {
+        Ok((ns, fresh)) => {
             let b = Some(ns[Mode::Bypass.index()] as f64);
             emit("map_unmap_1page_strict_ns", ns[Mode::Strict.index()] as f64, b, "ns");
             emit("map_unmap_1page_lazy_ns", ns[Mode::Lazy.index()] as f64, b, "ns");
+            emit("map_unmap_1page_lazy_fresh_ns", fresh as f64, b, "ns");
         }
         Err(x) => {
             kprintln!("bench: latency: {x}");

@@ -30,14 +30,17 @@ pub struct Waiting {
 /// half of it are queued but cannot be taken back.
 const SLOTS: usize = 512;
 const EMPTY: u16 = 0;
+/// Slots an entry may lie from its home; pushes beyond go unindexed.
+const MAX_PROBE: usize = 8;
 
 #[derive(Debug)]
 pub struct FlushQueue {
     entries: Vec<Waiting>,
     /// Taken back: no longer to be freed (parallel to `entries`).
     taken: Vec<bool>,
-    /// Open addressing by `pa`: entry index + 1, or EMPTY. Never deleted from; cleared by
-    /// `drain`, so it holds at most SLOTS / 2 entries.
+    /// Open addressing by `pa`: entry index + 1, or EMPTY. Never emptied but by `drain`
+    /// (a slot naming a taken entry is reused by the next push that probes it), so it
+    /// fills at most SLOTS / 2 slots.
     index: Vec<u16>,
     indexed: usize,
 }
@@ -79,12 +82,26 @@ impl FlushQueue {
         if self.indexed >= SLOTS / 2 || i + 1 > u16::MAX as usize {
             return;
         }
+        // The first slot that is empty or names a taken entry: a buffer mapped and unmapped
+        // over and over keeps one slot instead of lengthening its probe chain every time.
+        // Within MAX_PROBE of home, or not indexed: the same pages unmapped many times
+        // over (one buffer mapped for many descriptors) must not make every push and
+        // lookup walk a long chain.
         let mut s = FlushQueue::home(w.pa);
-        while self.index[s] != EMPTY {
-            s = (s + 1) % SLOTS;
+        for _ in 0..MAX_PROBE {
+            match self.index[s] {
+                EMPTY => {
+                    self.indexed += 1;
+                    self.index[s] = (i + 1) as u16;
+                    return;
+                }
+                slot if self.taken[slot as usize - 1] => {
+                    self.index[s] = (i + 1) as u16;
+                    return;
+                }
+                _ => s = (s + 1) % SLOTS,
+            }
         }
-        self.index[s] = (i + 1) as u16;
-        self.indexed += 1;
     }
 
     /// The IOVA of a waiting range mapped exactly like `[pa, pa + size)` with `attrs`, and
@@ -92,7 +109,7 @@ impl FlushQueue {
     /// caller maps it again. None when no such range waits.
     pub fn take_identical(&mut self, pa: u64, size: u64, attrs: u64, limit: u64) -> Option<u64> {
         let mut s = FlushQueue::home(pa);
-        loop {
+        for _ in 0..MAX_PROBE {
             let slot = self.index[s];
             if slot == EMPTY {
                 return None;
@@ -110,6 +127,7 @@ impl FlushQueue {
             }
             s = (s + 1) % SLOTS;
         }
+        None
     }
 
     /// Empty the queue after its invalidation completed: `free` gets every IOVA not taken
@@ -187,6 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn one_buffer_cycled_keeps_one_slot() {
+        let mut q = FlushQueue::new();
+        let mut iova = 0x1000;
+        for _ in 0..1000 {
+            q.push(w(iova, 0x8000));
+            iova = q.take_identical(0x8000, 0x1000, 0x740, u64::MAX).unwrap();
+        }
+        assert_eq!((q.len(), q.indexed), (1000, 1));
+        assert!(drained(&mut q).is_empty());
+        // The same pages unmapped many times over, none taken back: only MAX_PROBE indexed.
+        for k in 0..100 {
+            q.push(w(k << 12, 0x8000));
+        }
+        assert_eq!(q.indexed, MAX_PROBE);
+        let back: Vec<_> = (0..100).map_while(|_| q.take_identical(0x8000, 0x1000, 0x740, u64::MAX)).collect();
+        assert_eq!(back.len(), MAX_PROBE);
+        assert_eq!(drained(&mut q).len(), 100 - MAX_PROBE);
+    }
+
+    #[test]
     fn random_against_a_model() {
         let mut q = FlushQueue::new();
         let mut model: Vec<(Waiting, bool)> = Vec::new();
@@ -211,6 +249,8 @@ mod tests {
                 let any = model.iter().any(|(w, t)| !*t && w.pa == pa);
                 match (got, any) {
                     (None, false) => {}
+                    // Fewer entries than MAX_PROBE can all be indexed: then one must be found.
+                    (None, true) if model.len() >= MAX_PROBE => {}
                     (Some(i), true) => {
                         // Any identical waiting range will do; mark the one returned.
                         let e = model.iter_mut().find(|(w, t)| !*t && w.iova == i && w.pa == pa);
