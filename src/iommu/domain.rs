@@ -643,10 +643,9 @@ impl Iommu {
     pub fn unmap_lazy(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
         let d = self.domain(did)?;
         let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
-        // What the TLB may still hold for it: the mapping that may take the IOVA back.
-        let leaf = pgt.leaf(iova);
         let g = d.lazy.get_or_insert_with(Gather::new);
-        let bytes = pgt.unmap(iova, size, g)?;
+        // What the TLB may still hold for it: the mapping that may take the IOVA back.
+        let (bytes, leaf) = pgt.unmap_leaf(iova, size, g)?;
         if let Some(l) = leaf {
             d.flush_queue.push(Waiting { iova, pa: l.pa | (iova & (l.size - 1)), size, attrs: l.attrs });
         }

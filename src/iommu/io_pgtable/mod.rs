@@ -346,11 +346,27 @@ impl<M: TableMemory> IoPageTable<M> {
         if self.pending_splits == 0
             && !self.foreign(gather)
             && let Some(leaf) = self.geo.single_leaf(iova, size)
-            && self.unmap_one(leaf, iova, gather)
+            && self.unmap_one(leaf, iova, gather).is_some()
         {
             return Ok(size);
         }
         self.unmap_general(iova, size, gather)
+    }
+
+    /// [`unmap`](Self::unmap), also returning the leaf entry that translated `iova` until
+    /// now (None if none did): what a TLB may still hold for it, as lazy mode's flush queue
+    /// needs to know. One walk on the fast path.
+    pub fn unmap_leaf(&mut self, iova: u64, size: u64, gather: &mut Gather) -> Result<(u64, Option<Leaf>), PgtError> {
+        if self.pending_splits == 0
+            && !self.foreign(gather)
+            && let Some(level) = self.geo.single_leaf(iova, size)
+            && let Some(d) = self.unmap_one(level, iova, gather)
+        {
+            // `size` is the entry's size here: a page or a block.
+            return Ok((size, Some(Leaf { pa: d & ADDR_MASK & !(size - 1), size, attrs: d & LEAF_ATTR_MASK })));
+        }
+        let leaf = self.leaf(iova);
+        Ok((self.unmap_general(iova, size, gather)?, leaf))
     }
 
     #[inline]
@@ -1168,21 +1184,23 @@ impl<M: TableMemory> IoPageTable<M> {
 
     /// Unmap the leaf entry (page or block) at level `leaf` that maps exactly `iova` (aligned
     /// to it) when its table stays linked afterwards (tables are retained, or it holds other
-    /// entries); otherwise change nothing and return false (the general path then detaches a
-    /// table found there, frees an emptied one, or reports `NotMapped`).
+    /// entries), returning the entry it cleared; otherwise change nothing and return None
+    /// (the general path then detaches a table found there, frees an emptied one, or reports
+    /// `NotMapped`).
     #[inline(always)]
-    fn unmap_one(&mut self, leaf: u32, iova: u64, gather: &mut Gather) -> bool {
-        let Some((t, parent)) = self.leaf_table(leaf, iova) else { return false };
+    fn unmap_one(&mut self, leaf: u32, iova: u64, gather: &mut Gather) -> Option<u64> {
+        let (t, parent) = self.leaf_table(leaf, iova)?;
         let g = &self.geo;
         let idx = g.index(leaf, iova);
         let kind = leaf_type(leaf);
-        if t.get(idx) & DESC_TYPE_MASK != kind {
-            return false;
+        let old = t.get(idx);
+        if old & DESC_TYPE_MASK != kind {
+            return None;
         }
         if let Some((pt, pidx, d)) = parent {
             let left = table_count(d).saturating_sub(1);
             if left == 0 && !self.retain {
-                return false;
+                return None;
             }
             // Only IGNORED bits change: no sync needed for the walker.
             pt.set(pidx, with_count(d, left));
@@ -1192,7 +1210,7 @@ impl<M: TableMemory> IoPageTable<M> {
         let size = g.entry_size(leaf);
         self.bind(gather);
         gather.note_leaf(iova, iova + size, size);
-        true
+        Some(old)
     }
 
     /// Clear the live entries of `[iova, iova + size)`, whole entries of table `t` at `level`:

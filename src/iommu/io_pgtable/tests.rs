@@ -1361,3 +1361,23 @@ fn leaf_entries_and_their_attributes() {
         assert_eq!(p.leaf(0x1000), None, "{stage:?}: unmapped");
     }
 }
+
+#[test]
+fn unmap_leaf_reports_what_it_cleared() {
+    let mut p = pgt(cfg(Stage::S1, Granule::K4, 39, 48));
+    let rw = p.attrs(&Prot::RW).unwrap();
+    p.map(0x1000, 0x4000_3000, K4, Prot::RW).unwrap();
+    p.map(0x20_0000, 0x8020_0000, 2 * MIB, Prot::RW).unwrap();
+    p.map(0x40_0000, 0x9000_0000, 3 * K4, Prot::RW).unwrap();
+    let mut g = Gather::new();
+    // Fast path: one page, one block.
+    assert_eq!(p.unmap_leaf(0x1000, K4, &mut g).unwrap(), (K4, Some(Leaf { pa: 0x4000_3000, size: K4, attrs: rw })));
+    let block = Leaf { pa: 0x8020_0000, size: 2 * MIB, attrs: rw };
+    assert_eq!(p.unmap_leaf(0x20_0000, 2 * MIB, &mut g).unwrap(), (2 * MIB, Some(block)));
+    // General path: several pages; the first one is reported.
+    let first = Leaf { pa: 0x9000_0000, size: K4, attrs: rw };
+    assert_eq!(p.unmap_leaf(0x40_0000, 3 * K4, &mut g).unwrap(), (3 * K4, Some(first)));
+    p.complete(&mut g).unwrap();
+    assert!(matches!(p.unmap_leaf(0x1000, K4, &mut g), Err(PgtError::NotMapped { .. })));
+    assert_eq!(p.leaf(0x40_1000), None);
+}
