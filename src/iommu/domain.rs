@@ -646,9 +646,10 @@ impl Iommu {
         let g = d.lazy.get_or_insert_with(Gather::new);
         // What the TLB may still hold for it: the mapping that may take the IOVA back.
         let (bytes, leaf) = pgt.unmap_leaf(iova, size, g)?;
-        if let Some(l) = leaf {
-            d.flush_queue.push(Waiting { iova, pa: l.pa | (iova & (l.size - 1)), size, attrs: l.attrs });
-        }
+        d.flush_queue.push(match leaf {
+            Some(l) => Waiting { iova, pa: l.pa | (iova & (l.size - 1)), size, attrs: l.attrs },
+            None => Waiting::unknown(iova, size),
+        });
         d.tlb_stale = true;
         Ok(bytes)
     }
@@ -674,8 +675,9 @@ impl Iommu {
         let attrs = pgt.attrs(&prot)?;
         let Some(iova) = d.flush_queue.take_identical(pa, size, attrs, limit) else { return Ok(None) };
         if let Err(e) = pgt.map(iova, pa, size, prot) {
-            // Back to waiting: the next flush frees it.
-            d.flush_queue.push(Waiting { iova, pa, size, attrs });
+            // Back to waiting, as the map may have changed some entries: the next flush
+            // invalidates and frees it.
+            d.flush_queue.push(Waiting::unknown(iova, size));
             return Err(e.into());
         }
         Ok(Some(iova))

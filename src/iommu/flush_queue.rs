@@ -22,8 +22,21 @@ pub struct Waiting {
     /// Output address of the range's first byte (physical, or IPA under nesting).
     pub pa: u64,
     pub size: u64,
-    /// The leaf attribute bits its table entries had (`desc::LEAF_ATTR_MASK`).
+    /// The leaf attribute bits its table entries had (`desc::LEAF_ATTR_MASK`), or
+    /// [`Waiting::UNKNOWN`].
     pub attrs: u64,
+}
+
+impl Waiting {
+    /// Attributes no leaf has (the descriptor type bits are set): the range only waits to be
+    /// freed, nothing can take it back.
+    pub const UNKNOWN: u64 = u64::MAX;
+
+    /// A range whose mapping is not known (its first page was not mapped, or a map of it
+    /// failed half-way): freed by the next drain, never taken back.
+    pub fn unknown(iova: u64, size: u64) -> Waiting {
+        Waiting { iova, pa: 0, size, attrs: Waiting::UNKNOWN }
+    }
 }
 
 /// Index slots: twice the entries it indexes (linear probing stays short); entries beyond
@@ -79,7 +92,7 @@ impl FlushQueue {
         let i = self.entries.len();
         self.entries.push(w);
         self.taken.push(false);
-        if self.indexed >= SLOTS / 2 || i + 1 > u16::MAX as usize {
+        if w.attrs == Waiting::UNKNOWN || self.indexed >= SLOTS / 2 || i + 1 > u16::MAX as usize {
             return;
         }
         // The first slot that is empty or names a taken entry: a buffer mapped and unmapped
@@ -202,6 +215,15 @@ mod tests {
         assert_eq!(q.take_identical(0, 0x1000, 0x740, u64::MAX), Some(0x100_0000));
         assert_eq!(q.take_identical((SLOTS as u64 - 1) * 0x1000, 0x1000, 0x740, u64::MAX), None);
         assert_eq!(drained(&mut q).len(), SLOTS - 1);
+    }
+
+    #[test]
+    fn unknown_mappings_are_freed_never_taken() {
+        let mut q = FlushQueue::new();
+        q.push(Waiting::unknown(0x3000, 0x1000));
+        assert_eq!(q.take_identical(0, 0x1000, Waiting::UNKNOWN, u64::MAX), None);
+        assert_eq!((q.indexed, q.waiting()), (0, 1));
+        assert_eq!(drained(&mut q), [0x3000]);
     }
 
     #[test]
