@@ -171,25 +171,26 @@ impl<A: PagingAttributes> Translation<A> for PeerMem {
 
 // ---------------------------------------------------------------------------------- timings
 
-/// One run's timings (ns) of one side for one stage.
+/// One run's timings (ns) of one side for one stage. Per-call figures are fractional: a
+/// 1 GiB block maps in about 10 ns, where whole nanoseconds would decide the ratio.
 #[derive(Default, Clone, Copy)]
 struct Times {
-    map_range: u64,
-    lookup: u64,
-    unmap_range: u64,
-    map_pages: u64,
-    unmap_pages: u64,
-    map_2m: u64,
-    unmap_2m: u64,
-    map_1g: u64,
-    unmap_1g: u64,
+    map_range: f64,
+    lookup: f64,
+    unmap_range: f64,
+    map_pages: f64,
+    unmap_pages: f64,
+    map_2m: f64,
+    unmap_2m: f64,
+    map_1g: f64,
+    unmap_1g: f64,
 }
 
 /// Reads one timing out of a run.
-type Field = fn(&Times) -> u64;
+type Field = fn(&Times) -> f64;
 
-fn ns_since(t: Instant) -> u64 {
-    t.elapsed().as_nanos() as u64
+fn ns_since(t: Instant) -> f64 {
+    t.elapsed().as_nanos() as f64
 }
 
 fn ours_cfg(stage: Stage, ias: u8) -> Config {
@@ -256,7 +257,7 @@ fn ours_run(pool: &'static Pool, stage: Stage) -> Times {
     for k in 1..=MIB2_REGIONS {
         fails += t.map(k * GIB, k * GIB + MIB2, GIB, prot).is_err() as u32;
     }
-    r.map_2m = ns_since(s) / MIB2_REGIONS;
+    r.map_2m = ns_since(s) / MIB2_REGIONS as f64;
     let n = t.tables_in_use();
     assert!(fails == 0 && n == 1 + MIB2_REGIONS as usize, "ours: 2 MiB blocks: {fails} failed, {n} tables");
     assert_eq!(t.iova_to_phys(2 * GIB - 1), Some(2 * GIB + MIB2 - 1), "ours: 2 MiB block lookup");
@@ -265,7 +266,7 @@ fn ours_run(pool: &'static Pool, stage: Stage) -> Times {
     for k in 1..=MIB2_REGIONS {
         bytes += ours_unmap(&mut t, k * GIB, GIB);
     }
-    r.unmap_2m = ns_since(s) / MIB2_REGIONS;
+    r.unmap_2m = ns_since(s) / MIB2_REGIONS as f64;
     let n = t.tables_in_use();
     assert!(bytes == GIB * MIB2_REGIONS && n == 0, "ours: 2 MiB blocks unmap: {bytes}, {n} tables");
     drop(t);
@@ -277,14 +278,14 @@ fn ours_run(pool: &'static Pool, stage: Stage) -> Times {
     for k in 1..=GIB_BLOCKS {
         fails += t.map(k * GIB, k * GIB, GIB, prot).is_err() as u32;
     }
-    r.map_1g = ns_since(s) / GIB_BLOCKS;
+    r.map_1g = ns_since(s) / GIB_BLOCKS as f64;
     assert!(fails == 0 && t.tables_in_use() == 1, "ours: 1 GiB blocks: {fails} failed, {} tables", t.tables_in_use());
     let s = Instant::now();
     let mut bytes = 0;
     for k in 1..=GIB_BLOCKS {
         bytes += ours_unmap(&mut t, k * GIB, GIB);
     }
-    r.unmap_1g = ns_since(s) / GIB_BLOCKS;
+    r.unmap_1g = ns_since(s) / GIB_BLOCKS as f64;
     assert!(bytes == GIB * GIB_BLOCKS && t.tables_in_use() == 0, "ours: 1 GiB blocks unmap: {bytes}");
     r
 }
@@ -360,7 +361,7 @@ fn peer_run<R: TranslationRegime>(new: &dyn Fn() -> Mapping<PeerMem, R>, flags: 
         let pa = PhysicalAddress((k * GIB + MIB2) as usize);
         fails += m.map_range(&region(k * GIB, GIB), pa, flags, none).is_err() as u32;
     }
-    r.map_2m = ns_since(s) / MIB2_REGIONS;
+    r.map_2m = ns_since(s) / MIB2_REGIONS as f64;
     let n = tables(&m);
     assert!(fails == 0 && n == 1 + MIB2_REGIONS as usize, "peer: 2 MiB blocks: {fails} failed, {n} tables");
     assert_eq!(peer_lookup(&m, (2 * GIB - 1) as usize), Some((2 * GIB + MIB2 - 1) as usize), "peer: 2M");
@@ -369,7 +370,7 @@ fn peer_run<R: TranslationRegime>(new: &dyn Fn() -> Mapping<PeerMem, R>, flags: 
     for k in 1..=MIB2_REGIONS {
         fails += m.map_range(&region(k * GIB, GIB), PhysicalAddress(0), unmapped, none).is_err() as u32;
     }
-    r.unmap_2m = ns_since(s) / MIB2_REGIONS;
+    r.unmap_2m = ns_since(s) / MIB2_REGIONS as f64;
     // The peer frees each detached subtree but keeps the (now empty) level-1 table.
     let n = tables(&m);
     assert!(fails == 0 && n == 1, "peer: 2 MiB blocks unmap: {fails} failed, {n} tables");
@@ -381,14 +382,14 @@ fn peer_run<R: TranslationRegime>(new: &dyn Fn() -> Mapping<PeerMem, R>, flags: 
     for k in 1..=GIB_BLOCKS {
         fails += m.map_range(&region(k * GIB, GIB), PhysicalAddress((k * GIB) as usize), flags, none).is_err() as u32;
     }
-    r.map_1g = ns_since(s) / GIB_BLOCKS;
+    r.map_1g = ns_since(s) / GIB_BLOCKS as f64;
     assert!(fails == 0 && tables(&m) == 1, "peer: 1 GiB blocks: {fails} failed, {} tables", tables(&m));
     let s = Instant::now();
     let mut fails = 0u32;
     for k in 1..=GIB_BLOCKS {
         fails += m.map_range(&region(k * GIB, GIB), PhysicalAddress(0), unmapped, none).is_err() as u32;
     }
-    r.unmap_1g = ns_since(s) / GIB_BLOCKS;
+    r.unmap_1g = ns_since(s) / GIB_BLOCKS as f64;
     assert!(fails == 0, "peer: 1 GiB blocks unmap: {fails} failed");
     assert_eq!(peer_lookup(&m, GIB as usize), None, "peer: unmapped block still translates");
     r
@@ -485,8 +486,8 @@ fn after_page_unmaps(pool: &'static Pool) -> (u64, u64) {
 
 struct Row {
     metric: String,
-    ours: u64,
-    peer: u64,
+    ours: f64,
+    peer: f64,
     unit: &'static str,
     /// Target for ours/peer, if the issue sets one.
     target: Option<f64>,
@@ -495,23 +496,24 @@ struct Row {
 impl Row {
     fn ratio(&self) -> Option<f64> {
         match (self.ours, self.peer) {
-            (0, 0) => Some(1.0),
-            (_, 0) => None,
-            (o, p) => Some(o as f64 / p as f64),
+            (0.0, 0.0) => Some(1.0),
+            (_, 0.0) => None,
+            (o, p) => Some(o / p),
         }
     }
 }
 
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn fmt_value(v: u64, unit: &str) -> String {
+fn fmt_value(v: f64, unit: &str) -> String {
     match unit {
-        "ns" if v < 10_000 => format!("{v} ns"),
-        "ns" => format!("{:.1} us", v as f64 / 1000.0),
-        _ => v.to_string(),
+        "ns" if v < 100.0 => format!("{v:.1} ns"),
+        "ns" if v < 10_000.0 => format!("{v:.0} ns"),
+        "ns" => format!("{:.1} us", v / 1000.0),
+        _ => format!("{v:.0}"),
     }
 }
 
@@ -568,14 +570,14 @@ fn main() {
         let (o, p) = (ours_tables(pool, bits), peer_tables(pool, root_level));
         for i in 0..4 {
             let metric = format!("pgtable.tables_1g_{}_{bits}bit", names[i]);
-            rows.push(Row { metric, ours: o[i], peer: p[i], unit: "pages", target: None });
+            rows.push(Row { metric, ours: o[i] as f64, peer: p[i] as f64, unit: "pages", target: None });
         }
     }
     let (o, p) = after_page_unmaps(pool);
     rows.push(Row {
         metric: "pgtable.tables_after_262144_page_unmaps_48bit".into(),
-        ours: o,
-        peer: p,
+        ours: o as f64,
+        peer: p as f64,
         unit: "pages",
         target: None,
     });
@@ -608,7 +610,7 @@ fn main() {
     for r in &rows {
         let ratio = r.ratio().map_or("null".into(), |x| format!("{x:.4}"));
         println!(
-            "BENCH {{\"metric\": \"{}\", \"ours\": {}, \"peer\": {}, \"unit\": \"{}\", \"ratio\": {ratio}}}",
+            "BENCH {{\"metric\": \"{}\", \"ours\": {:.1}, \"peer\": {:.1}, \"unit\": \"{}\", \"ratio\": {ratio}}}",
             r.metric, r.ours, r.peer, r.unit
         );
     }
