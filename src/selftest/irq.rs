@@ -79,14 +79,20 @@ fn timer_ppis_from_dt(c: &Ctx) -> Outcome {
 static TIMER_REARM: AtomicU32 = AtomicU32::new(0);
 static TIMER_LAST: AtomicU64 = AtomicU64::new(0);
 
-fn timer_handler(_: u32) {
-    TIMER_LAST.store(crate::arch::timer::ticks(), Ordering::SeqCst);
-    if TIMER_REARM.load(Ordering::SeqCst) > 0 {
-        TIMER_REARM.fetch_sub(1, Ordering::SeqCst);
-        timer::arm_us(1000);
+/// From a timer handler: arm the timer `us` on while `rounds` is not used up (one round
+/// taken), else disarm it.
+fn rearm_or_disarm(rounds: &AtomicU32, us: u64) {
+    if rounds.load(Ordering::SeqCst) > 0 {
+        rounds.fetch_sub(1, Ordering::SeqCst);
+        timer::arm_us(us);
     } else {
         timer::disarm();
     }
+}
+
+fn timer_handler(_: u32) {
+    TIMER_LAST.store(crate::arch::timer::ticks(), Ordering::SeqCst);
+    rearm_or_disarm(&TIMER_REARM, 1000);
 }
 
 /// PPI 30 (EL1 physical timer): held back while disabled at the GIC even though the
@@ -149,12 +155,7 @@ fn allocating_handler(_: u32) {
         allocate_and_free(16);
         ALLOC_IRQS.fetch_add(1, Ordering::SeqCst);
     }
-    if ALLOC_REARM.load(Ordering::SeqCst) > 0 {
-        ALLOC_REARM.fetch_sub(1, Ordering::SeqCst);
-        timer::arm_us(20);
-    } else {
-        timer::disarm();
-    }
+    rearm_or_disarm(&ALLOC_REARM, 20);
 }
 
 /// Interrupt handlers may allocate: the heap and frame locks mask IRQs while held, so a
