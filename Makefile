@@ -8,7 +8,7 @@ BOARD     ?= qemu-virt
 BOOTARGS  ?=
 OBJCOPY   := $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 
-.PHONY: all setup build run test image bench soak host-test dt-report clippy fmt clean
+.PHONY: all setup build run test image bench profile soak host-test dt-report clippy fmt clean
 
 all: build
 
@@ -44,6 +44,11 @@ image: setup build
 
 bench: setup build
 	python3 tests/bench.py
+
+# Guest instructions of one DMA API map+unmap per function, lazy and bypass (needs cc and
+# llvm-symbolizer; PROFILE_ARGS="--modes strict,lazy,bypass --fresh --lines" for more).
+profile: setup build
+	python3 tests/profile/profile.py $(PROFILE_ARGS)
 
 soak: setup build
 	python3 tests/run.py --no-host --soak

@@ -1,6 +1,8 @@
 //! In-QEMU benchmarks. `bench=1`: invalidation cost counted exactly (commands, CMD_SYNCs,
 //! CMDQ_PROD writes per strict unmap, with and without range invalidation; syncs per 1000
 //! lazy unmaps) and DMA API latency as ratios to bypass, with where the lazy time goes.
+//! `bench=latency`: only the DMA API latency rows (the runner boots it under `-icount` too,
+//! where they count instructions). `bench=loop`: one mode's map+unmap loop for a profiler.
 //! `bench=virtio`: virtio-blk and edu throughput, strict/lazy/bypass interleaved in one boot.
 //! Each result is one `BENCH {json}` line the runner gathers into build/bench.json.
 
@@ -769,8 +771,11 @@ fn virtio_modes(b: &mut VirtioBlk) -> u32 {
 }
 
 pub fn run(args: &BootArgs) -> u32 {
-    if args.get("bench") == Some("virtio") {
-        return virtio_workload();
+    match args.get("bench") {
+        Some("virtio") => return virtio_workload(),
+        Some("latency") => return with_edu(latency),
+        Some("loop") => return with_edu(|dev| map_unmap_loop(dev, args)),
+        _ => {}
     }
     let mut failures = 0;
     if registry::count() == 0 {
@@ -829,10 +834,19 @@ pub fn run(args: &BootArgs) -> u32 {
             failures += 1;
         }
     }
-    // DMA API latency: translated strict / lazy vs bypass, in one boot; lazy also over more
-    // pages than a batch holds, where no waiting IOVA can be taken back.
+    frames::free(pa, 1);
+    failures + latency(&e.dma)
+}
+
+/// DMA API latency: translated strict / lazy vs bypass, in one boot; lazy also over more
+/// pages than a batch holds, where no waiting IOVA can be taken back; then where the lazy
+/// time goes. Rows in ns of the generic timer: under `-icount shift=0` (the runner's
+/// instruction-count boot) one ns is one guest instruction.
+fn latency(dev: &DmaDevice) -> u32 {
+    let mut failures = 0;
+    let Some(pa) = frames::alloc_zeroed(1) else { return 1 };
     let latency = page_buf(FRESH_PAGES * 4096).and_then(|fresh| {
-        let modes = Modes::new(&e.dma)?;
+        let modes = Modes::new(dev)?;
         let fresh_pas: Vec<u64> = (0..FRESH_PAGES as u64).map(|k| fresh.pa + k * 4096).collect();
         let mut ns = [0u64; Mode::COUNT];
         let r = modes
@@ -840,19 +854,19 @@ pub fn run(args: &BootArgs) -> u32 {
             .iter()
             .try_for_each(|&m| {
                 modes.set(m)?;
-                ns[m.index()] = map_unmap_latency(&e.dma, &[pa], 500)?;
+                ns[m.index()] = map_unmap_latency(dev, &[pa], 500)?;
                 Ok::<(), String>(())
             })
             .and_then(|()| {
                 modes.set(Mode::Lazy)?;
-                map_unmap_latency(&e.dma, &fresh_pas, 500)
+                map_unmap_latency(dev, &fresh_pas, 500)
             });
         // Home again whatever failed.
         modes.restore()?;
         r.map(|f| (ns, f))
     });
     dma::set_strict(false);
-    match latency_breakdown(&e.dma, pa) {
+    match latency_breakdown(dev, pa) {
         Ok(v) => {
             for (k, ns) in v {
                 emit(&alloc::format!("lazy_map_unmap_part_{k}_ns"), ns as f64, None, "ns");
@@ -878,6 +892,72 @@ pub fn run(args: &BootArgs) -> u32 {
         }
     }
     failures
+}
+
+/// `f` on the first edu's DMA device (the device the DMA API benchmarks use).
+fn with_edu(f: impl FnOnce(&DmaDevice) -> u32) -> u32 {
+    let edus = EDUS.lock();
+    match edus.first() {
+        Some(e) => f(&e.dma),
+        None => {
+            kprintln!("bench: no edu for the DMA API measurements");
+            1
+        }
+    }
+}
+
+/// `bench=loop`: nothing but `n` (default 20000) map+unmap rounds of one page in one mode
+/// (`mode=strict|lazy|bypass`, default lazy; `fresh=1` rotates over more pages than a lazy
+/// batch), for an outside profiler (`make profile`) to attribute. Prints the mean ns per
+/// round.
+fn map_unmap_loop(dev: &DmaDevice, args: &BootArgs) -> u32 {
+    let mode = match args.get("mode") {
+        None | Some("lazy") => Mode::Lazy,
+        Some("strict") => Mode::Strict,
+        Some("bypass") => Mode::Bypass,
+        Some(m) => {
+            kprintln!("bench: loop: unknown mode {m} (strict, lazy or bypass)");
+            return 1;
+        }
+    };
+    let (n, fresh) = match (args.number("n"), args.flag("fresh")) {
+        (Ok(n), Ok(f)) => (n.unwrap_or(20_000), f.unwrap_or(false)),
+        (Err(v), _) | (_, Err(v)) => {
+            kprintln!("bench: loop: bad value {v}");
+            return 1;
+        }
+    };
+    let r = page_buf(FRESH_PAGES * 4096).and_then(|buf| {
+        let pas: Vec<u64> = (0..if fresh { FRESH_PAGES as u64 } else { 1 }).map(|k| buf.pa + k * 4096).collect();
+        let modes = Modes::new(dev)?;
+        let r = modes.set(mode).and_then(|()| {
+            let t0 = timer::ticks();
+            for i in 0..n as usize {
+                let pa = pas[i % pas.len()];
+                let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
+                dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
+            }
+            let t = timer::ticks() - t0;
+            dma::flush(dev).map_err(|e| alloc::format!("{e}"))?;
+            Ok(t)
+        });
+        modes.restore()?;
+        r
+    });
+    match r {
+        Ok(t) => {
+            kprintln!(
+                "bench: loop: {n} map+unmap rounds, {}, {} ns each",
+                mode.name(),
+                timer::ticks_to_ns(t) / n.max(1)
+            );
+            0
+        }
+        Err(e) => {
+            kprintln!("bench: loop: {e}");
+            1
+        }
+    }
 }
 
 /// Median ns per call of `f` (9 samples of `rounds` calls); the first error stops it.
