@@ -774,7 +774,7 @@ pub fn run(args: &BootArgs) -> u32 {
     match args.get("bench") {
         Some("virtio") => return virtio_workload(),
         Some("latency") => return with_edu(latency),
-        Some("loop") => return with_edu(|dev| map_unmap_loop(dev, args)),
+        Some("loop") => return bench_loop(args),
         _ => {}
     }
     let mut failures = 0;
@@ -906,11 +906,12 @@ fn with_edu(f: impl FnOnce(&DmaDevice) -> u32) -> u32 {
     }
 }
 
-/// `bench=loop`: nothing but `n` (default 20000) map+unmap rounds of one page in one mode
-/// (`mode=strict|lazy|bypass`, default lazy; `fresh=1` rotates over more pages than a lazy
-/// batch), for an outside profiler (`make profile`) to attribute. Prints the mean ns per
-/// round.
-fn map_unmap_loop(dev: &DmaDevice, args: &BootArgs) -> u32 {
+/// `bench=loop`: nothing but `n` (default 20000) rounds of one workload in one mode, for an
+/// outside profiler (`make profile`) to attribute: `mode=strict|lazy|bypass` (default lazy),
+/// and either map+unmap of one page (`fresh=1`: rotating over more pages than a lazy batch
+/// holds), or with `dev=virtio` a virtio-blk read of `size` bytes (default 4096) into one
+/// buffer. Prints the mean ns per round.
+fn bench_loop(args: &BootArgs) -> u32 {
     let mode = match args.get("mode") {
         None | Some("lazy") => Mode::Lazy,
         Some("strict") => Mode::Strict,
@@ -920,37 +921,29 @@ fn map_unmap_loop(dev: &DmaDevice, args: &BootArgs) -> u32 {
             return 1;
         }
     };
-    let (n, fresh) = match (args.number("n"), args.flag("fresh")) {
-        (Ok(n), Ok(f)) => (n.unwrap_or(20_000), f.unwrap_or(false)),
-        (Err(v), _) | (_, Err(v)) => {
+    let (n, fresh, size) = match (args.number("n"), args.flag("fresh"), args.number("size")) {
+        (Ok(n), Ok(f), Ok(s)) => (n.unwrap_or(20_000), f.unwrap_or(false), s.unwrap_or(4096) as usize),
+        (Err(v), _, _) | (_, Err(v), _) | (_, _, Err(v)) => {
             kprintln!("bench: loop: bad value {v}");
             return 1;
         }
     };
-    let r = page_buf(FRESH_PAGES * 4096).and_then(|buf| {
-        let pas: Vec<u64> = (0..if fresh { FRESH_PAGES as u64 } else { 1 }).map(|k| buf.pa + k * 4096).collect();
-        let modes = Modes::new(dev)?;
-        let r = modes.set(mode).and_then(|()| {
-            let t0 = timer::ticks();
-            for i in 0..n as usize {
-                let pa = pas[i % pas.len()];
-                let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
-                dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
-            }
-            let t = timer::ticks() - t0;
-            dma::flush(dev).map_err(|e| alloc::format!("{e}"))?;
-            Ok(t)
-        });
-        modes.restore()?;
-        r
-    });
+    let r = match args.get("dev") {
+        None | Some("edu") => {
+            let edus = EDUS.lock();
+            let dev = edus.first().map(|e| &e.dma).ok_or("no edu device");
+            dev.map_err(String::from).and_then(|dev| map_unmap_loop(dev, mode, n, fresh))
+        }
+        Some("virtio") => {
+            let mut blks = crate::drivers::VIRTIO_BLKS.lock();
+            let b = blks.first_mut().ok_or("no virtio-blk device");
+            b.map_err(String::from).and_then(|b| virtio_loop(b, mode, n, size))
+        }
+        Some(d) => Err(alloc::format!("unknown dev {d} (edu or virtio)")),
+    };
     match r {
         Ok(t) => {
-            kprintln!(
-                "bench: loop: {n} map+unmap rounds, {}, {} ns each",
-                mode.name(),
-                timer::ticks_to_ns(t) / n.max(1)
-            );
+            kprintln!("bench: loop: {n} rounds, {}, {} ns each", mode.name(), timer::ticks_to_ns(t) / n.max(1));
             0
         }
         Err(e) => {
@@ -958,6 +951,48 @@ fn map_unmap_loop(dev: &DmaDevice, args: &BootArgs) -> u32 {
             1
         }
     }
+}
+
+/// Ticks of `n` map+unmap rounds of one page (or pages in turn) for `dev` in `mode`.
+fn map_unmap_loop(dev: &DmaDevice, mode: Mode, n: u64, fresh: bool) -> Result<u64, String> {
+    let buf = page_buf(FRESH_PAGES * 4096)?;
+    let pas: Vec<u64> = (0..if fresh { FRESH_PAGES as u64 } else { 1 }).map(|k| buf.pa + k * 4096).collect();
+    let modes = Modes::new(dev)?;
+    let r = modes.set(mode).and_then(|()| {
+        let t0 = timer::ticks();
+        for i in 0..n as usize {
+            let pa = pas[i % pas.len()];
+            let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
+            dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
+        }
+        let t = timer::ticks() - t0;
+        dma::flush(dev).map_err(|e| alloc::format!("{e}"))?;
+        Ok(t)
+    });
+    modes.restore()?;
+    r
+}
+
+/// Ticks of `n` virtio-blk reads of `size` bytes (the disk's first sectors, in turn) into
+/// one buffer in `mode`.
+fn virtio_loop(b: &mut VirtioBlk, mode: Mode, n: u64, size: usize) -> Result<u64, String> {
+    let mut buf = page_buf(size)?;
+    let modes = Modes::virtio(&b.dma)?;
+    let r = virtio_switch(b, &modes, mode, buf.as_mut_slice()).and_then(|()| {
+        let per = (size / SECTOR_SIZE) as u64;
+        let reads = (b.capacity() / per).max(1);
+        let t0 = timer::ticks();
+        for i in 0..n {
+            let s = (i % reads) * per;
+            b.read_blocks(s, buf.as_mut_slice()).map_err(|e| alloc::format!("read at sector {s}: {e}"))?;
+        }
+        Ok(timer::ticks() - t0)
+    });
+    let q = b.quiesce().map_err(|e| alloc::format!("quiesce: {e}"));
+    let q = q.and_then(|()| dma::flush(&b.dma).map_err(|e| alloc::format!("flush: {e}")));
+    modes.restore()?;
+    q?;
+    r
 }
 
 /// Median ns per call of `f` (9 samples of `rounds` calls); the first error stops it.

@@ -6,7 +6,7 @@
 
 use crate::arch::cache;
 use crate::arch::smp::{MAX_CPUS, this_cpu};
-use crate::iommu::domain::{DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
+use crate::iommu::domain::{Domain, DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
 use crate::iommu::io_pgtable::{Granule, PgtError, Prot};
 use crate::iommu::registry;
 use crate::irq::timer::Timer;
@@ -194,12 +194,27 @@ pub fn path(dev: &DmaDevice) -> Path {
 /// `path` of master `m`, the IOMMU layer locked by the caller (map/unmap decide and act
 /// under one lock: cheaper, and no attach can slip in between).
 fn path_locked(io: &mut Iommu, m: MasterId) -> Path {
-    let Some(did) = io.domain_of(m) else { return Path::Blocked };
-    match io.domain(did).map(|d| d.ty) {
-        Ok(DomainType::Identity) => Path::Direct,
-        Ok(DomainType::Dma) => Path::Iommu(did),
+    match route(io, m) {
+        Route::Direct => Path::Direct,
+        Route::Blocked => Path::Blocked,
+        Route::Translated(d) => Path::Iommu(d.id),
+    }
+}
+
+/// [`Path`] with the DMA domain itself on the IOMMU path: map and unmap look it up once.
+enum Route<'a> {
+    Direct,
+    Blocked,
+    Translated(&'a mut Domain),
+}
+
+fn route(io: &mut Iommu, m: MasterId) -> Route<'_> {
+    let Some(did) = io.domain_of(m) else { return Route::Blocked };
+    match io.domain(did) {
+        Ok(d) if d.ty == DomainType::Dma => Route::Translated(d),
+        Ok(d) if d.ty == DomainType::Identity => Route::Direct,
         // Unmanaged domains belong to their owner, not to the DMA API.
-        _ => Path::Blocked,
+        _ => Route::Blocked,
     }
 }
 
@@ -251,38 +266,33 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
     };
     let Some(m) = dev.master else { return direct() };
     let mut io = IOMMU.lock();
-    match path_locked(&mut io, m) {
-        Path::Blocked => Err(DmaError::Blocked),
-        Path::Direct => {
+    let d = match route(&mut io, m) {
+        Route::Blocked => return Err(DmaError::Blocked),
+        Route::Direct => {
             drop(io);
-            direct()
+            return direct();
         }
-        Path::Iommu(did) => {
-            // Mappings are whole granules of the domain (4K, 16K or 64K).
-            let g = io.domain(did)?.granule.size();
-            let off = pa & (g - 1);
-            let size = (off + len as u64).div_ceil(g) * g;
-            if !strict()
-                && let Some(iova) = io.map_lazy_identical(did, pa - off, size, prot(dir), dev.mask)?
-            {
-                return Ok(iova + off);
-            }
-            let iova = {
-                let d = io.domain(did)?;
-                let a = d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?;
-                a.alloc(size, dev.mask).map_err(IommuError::from)?
-            };
-            if let Err(e) = io.map(did, iova, pa - off, size, prot(dir)) {
-                if let Ok(d) = io.domain(did)
-                    && let Some(a) = d.iova.as_mut()
-                {
-                    let _ = a.free(iova);
-                }
-                return Err(e.into());
-            }
-            Ok(iova + off)
-        }
+        Route::Translated(d) => d,
+    };
+    // Mappings are whole granules of the domain (4K, 16K or 64K).
+    let g = d.granule.size();
+    let off = pa & (g - 1);
+    let size = (off + len as u64).div_ceil(g) * g;
+    if !strict()
+        && let Some(iova) = d.map_lazy_identical(pa - off, size, prot(dir), dev.mask)?
+    {
+        return Ok(iova + off);
     }
+    let a = d.iova.as_mut().ok_or(IommuError::NotTranslated(d.id))?;
+    let iova = a.alloc(size, dev.mask).map_err(IommuError::from)?;
+    let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(d.id))?;
+    if let Err(e) = pgt.map(iova, pa - off, size, prot(dir)) {
+        if let Some(a) = d.iova.as_mut() {
+            let _ = a.free(iova);
+        }
+        return Err(IommuError::from(e).into());
+    }
+    Ok(iova + off)
 }
 
 /// Undo `map_single`. `pa` is only used for cache maintenance on the direct path.
@@ -295,63 +305,61 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
         return Ok(());
     };
     let mut io = IOMMU.lock();
-    match path_locked(&mut io, m) {
-        Path::Blocked => Err(DmaError::Blocked),
-        Path::Direct => {
+    let d = match route(&mut io, m) {
+        Route::Blocked => return Err(DmaError::Blocked),
+        Route::Direct => {
             drop(io);
             sync_for_cpu(dev, dma, len, dir);
-            Ok(())
+            return Ok(());
         }
-        Path::Iommu(did) => {
-            let (start, size) = take_back(&mut io, did, dev, dma, len, dir)?.ok_or(DmaError::NotMapped { dma })?;
-            // In lazy mode an IOVA waiting for its flush still "exists": a second unmap finds
-            // it allocated but no longer mapped (map_single maps every allocation at once),
-            // which the table unmap itself reports, before it changes anything.
-            let not_mapped = |e: IommuError| match e {
-                IommuError::Pgt(PgtError::NotMapped { .. }) => DmaError::NotMapped { dma },
-                e => DmaError::Iommu(e),
-            };
-            if strict() {
-                io.unmap(did, start, size).map_err(not_mapped)?;
-                let d = io.domain(did)?;
-                d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?.free(start).map_err(IommuError::from)?;
-            } else {
-                io.unmap_lazy(did, start, size).map_err(not_mapped)?;
-                if io.domain(did)?.flush_queue.len() >= LAZY_BATCH {
-                    io.flush_lazy(did)?;
-                } else if FLUSH_TIMER_UP.load(Ordering::Relaxed) {
-                    // This CPU's timer; its handler clears the flag on this CPU, so no
-                    // deferred unmap is missed.
-                    let armed = armed_here();
-                    if !armed.load(Ordering::Relaxed) {
-                        armed.store(true, Ordering::Relaxed);
-                        FLUSH_TIMER.arm_us(LAZY_TIMEOUT_US);
-                    }
-                }
-            }
-            Ok(())
+        Route::Translated(d) => d,
+    };
+    let (start, size) = take_back(d, dev, dma, len, dir)?.ok_or(DmaError::NotMapped { dma })?;
+    // In lazy mode an IOVA waiting for its flush still "exists": a second unmap finds it
+    // allocated but no longer mapped (map_single maps every allocation at once), which the
+    // table unmap itself reports, before it changes anything.
+    let not_mapped = |e: IommuError| match e {
+        IommuError::Pgt(PgtError::NotMapped { .. }) => DmaError::NotMapped { dma },
+        e => DmaError::Iommu(e),
+    };
+    let did = d.id;
+    if strict() {
+        io.unmap(did, start, size).map_err(not_mapped)?;
+        let d = io.domain(did)?;
+        d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?.free(start).map_err(IommuError::from)?;
+        return Ok(());
+    }
+    d.unmap_lazy(start, size).map_err(not_mapped)?;
+    if d.flush_queue.len() >= LAZY_BATCH {
+        io.flush_lazy(did)?;
+    } else if FLUSH_TIMER_UP.load(Ordering::Relaxed) {
+        // This CPU's timer; its handler clears the flag on this CPU, so no deferred unmap
+        // is missed.
+        let armed = armed_here();
+        if !armed.load(Ordering::Relaxed) {
+            armed.store(true, Ordering::Relaxed);
+            FLUSH_TIMER.arm_us(LAZY_TIMEOUT_US);
         }
     }
+    Ok(())
 }
 
-/// The start and size of the IOVA allocation that holds the device's `(dma, len)` in
-/// domain `did` (None: nothing is allocated there), with the CPU's stale cached copies of
-/// the buffer dropped first when `dir` needs it: the first step of every unmap.
+/// The start and size of the IOVA allocation that holds the device's `(dma, len)` in DMA
+/// domain `d` (None: nothing is allocated there), with the CPU's stale cached copies of the
+/// buffer dropped first when `dir` needs it: the first step of every unmap.
 fn take_back(
-    io: &mut Iommu,
-    did: usize,
+    d: &Domain,
     dev: &DmaDevice,
     dma: u64,
     len: usize,
     dir: Direction,
 ) -> Result<Option<(u64, u64)>, IommuError> {
-    let d = io.domain(did)?;
-    let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(did))?;
+    let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(d.id))?;
     let g = d.granule.size();
     let Some(found) = a.find_sized(dma, (dma & (g - 1)) + len as u64) else { return Ok(None) };
     // The table walk is only worth it when there is cache maintenance to do.
     if needs_sync_for_cpu(dev, dir)
-        && let Some(pa) = io.iova_to_phys(did, dma)
+        && let Some(pa) = d.iova_to_phys(dma)
     {
         sync_for_cpu(dev, pa, len, dir);
     }
@@ -428,7 +436,7 @@ fn unmap_sg_batched(
             note(DmaError::ZeroSize);
             continue;
         }
-        let Some((start, size)) = take_back(io, did, dev, dma, len, dir)? else {
+        let Some((start, size)) = take_back(io.domain(did)?, dev, dma, len, dir)? else {
             note(DmaError::NotMapped { dma });
             continue;
         };

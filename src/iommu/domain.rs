@@ -149,6 +149,60 @@ pub struct Domain {
     pub granule: Granule,
 }
 
+impl Domain {
+    /// Lazy unmap: the range leaves the table now; its invalidation (and the IOVA's
+    /// reuse) waits for `flush_lazy`, unless the same mapping is made again meanwhile
+    /// (`map_lazy_identical`).
+    pub fn unmap_lazy(&mut self, iova: u64, size: u64) -> Result<u64, IommuError> {
+        let pgt = self.pgt.as_mut().ok_or(IommuError::NotTranslated(self.id))?;
+        let g = self.lazy.get_or_insert_with(Gather::new);
+        // What the TLB may still hold for it: the mapping that may take the IOVA back.
+        let (bytes, leaf) = pgt.unmap_leaf(iova, size, g)?;
+        self.flush_queue.push(match leaf {
+            Some(l) => Waiting { iova, pa: l.pa | (iova & (l.size - 1)), size, attrs: l.attrs },
+            None => Waiting::unknown(iova, size),
+        });
+        self.tlb_stale = true;
+        Ok(bytes)
+    }
+
+    /// Lazy mode: map `[pa, pa + size)` with `prot` at an IOVA waiting in the flush queue
+    /// with exactly this mapping (same pages, same attributes), ending at or below `limit`.
+    /// Whatever the TLB still holds for that IOVA is the new mapping itself, so it needs no
+    /// invalidation first: the IOVA leaves the queue's frees and its entries are written
+    /// again. Ok(None) when no such IOVA waits; the caller allocates a fresh one.
+    pub fn map_lazy_identical(
+        &mut self,
+        pa: u64,
+        size: u64,
+        prot: Prot,
+        limit: u64,
+    ) -> Result<Option<u64>, IommuError> {
+        let Some(pgt) = self.pgt.as_mut() else { return Ok(None) };
+        if self.flush_queue.is_empty() {
+            return Ok(None);
+        }
+        let attrs = pgt.attrs(&prot)?;
+        let Some(iova) = self.flush_queue.take_identical(pa, size, attrs, limit) else { return Ok(None) };
+        if let Err(e) = pgt.map(iova, pa, size, prot) {
+            // Back to waiting, as the map may have changed some entries: the next flush
+            // invalidates and frees it.
+            self.flush_queue.push(Waiting::unknown(iova, size));
+            return Err(e.into());
+        }
+        Ok(Some(iova))
+    }
+
+    /// Software walk through the domain's tables (both stages when nested).
+    pub fn iova_to_phys(&self, iova: u64) -> Option<u64> {
+        let ipa = self.pgt.as_ref()?.iova_to_phys(iova)?;
+        match &self.s2 {
+            Some(s2) => s2.iova_to_phys(ipa),
+            None => Some(ipa),
+        }
+    }
+}
+
 pub struct Master {
     pub name: String,
     pub smmu: usize,
@@ -563,12 +617,7 @@ impl Iommu {
     }
 
     pub fn iova_to_phys(&mut self, did: DomainId, iova: u64) -> Option<u64> {
-        let d = self.domain(did).ok()?;
-        let ipa = d.pgt.as_ref()?.iova_to_phys(iova)?;
-        match &d.s2 {
-            Some(s2) => s2.iova_to_phys(ipa),
-            None => Some(ipa),
-        }
+        self.domain(did).ok()?.iova_to_phys(iova)
     }
 
     /// Unmap and invalidate now (strict): returns the bytes unmapped.
@@ -637,28 +686,12 @@ impl Iommu {
         Ok(bytes)
     }
 
-    /// Lazy unmap: the range leaves the table now; its invalidation (and the IOVA's
-    /// reuse) waits for `flush_lazy`, unless the same mapping is made again meanwhile
-    /// (`map_lazy_identical`).
+    /// [`Domain::unmap_lazy`] of domain `did`.
     pub fn unmap_lazy(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
-        let d = self.domain(did)?;
-        let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(did))?;
-        let g = d.lazy.get_or_insert_with(Gather::new);
-        // What the TLB may still hold for it: the mapping that may take the IOVA back.
-        let (bytes, leaf) = pgt.unmap_leaf(iova, size, g)?;
-        d.flush_queue.push(match leaf {
-            Some(l) => Waiting { iova, pa: l.pa | (iova & (l.size - 1)), size, attrs: l.attrs },
-            None => Waiting::unknown(iova, size),
-        });
-        d.tlb_stale = true;
-        Ok(bytes)
+        self.domain(did)?.unmap_lazy(iova, size)
     }
 
-    /// Lazy mode: map `[pa, pa + size)` with `prot` at an IOVA waiting in the flush queue
-    /// with exactly this mapping (same pages, same attributes), ending at or below `limit`.
-    /// Whatever the TLB still holds for that IOVA is the new mapping itself, so it needs no
-    /// invalidation first: the IOVA leaves the queue's frees and its entries are written
-    /// again. Ok(None) when no such IOVA waits; the caller allocates a fresh one.
+    /// [`Domain::map_lazy_identical`] of domain `did`.
     pub fn map_lazy_identical(
         &mut self,
         did: DomainId,
@@ -667,20 +700,7 @@ impl Iommu {
         prot: Prot,
         limit: u64,
     ) -> Result<Option<u64>, IommuError> {
-        let d = self.domain(did)?;
-        let Some(pgt) = d.pgt.as_mut() else { return Ok(None) };
-        if d.flush_queue.is_empty() {
-            return Ok(None);
-        }
-        let attrs = pgt.attrs(&prot)?;
-        let Some(iova) = d.flush_queue.take_identical(pa, size, attrs, limit) else { return Ok(None) };
-        if let Err(e) = pgt.map(iova, pa, size, prot) {
-            // Back to waiting, as the map may have changed some entries: the next flush
-            // invalidates and frees it.
-            d.flush_queue.push(Waiting::unknown(iova, size));
-            return Err(e.into());
-        }
-        Ok(Some(iova))
+        self.domain(did)?.map_lazy_identical(pa, size, prot, limit)
     }
 
     /// One invalidation for everything unmapped lazily; then the IOVAs are free.

@@ -46,11 +46,16 @@ const EMPTY: u16 = 0;
 /// Slots an entry may lie from its home; pushes beyond go unindexed.
 const MAX_PROBE: usize = 8;
 
+/// A queued range and whether an identical map took it back (then it is not freed).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    w: Waiting,
+    taken: bool,
+}
+
 #[derive(Debug)]
 pub struct FlushQueue {
-    entries: Vec<Waiting>,
-    /// Taken back: no longer to be freed (parallel to `entries`).
-    taken: Vec<bool>,
+    entries: Vec<Entry>,
     /// Open addressing by `pa`: entry index + 1, or EMPTY. Never emptied but by `drain`
     /// (a slot naming a taken entry is reused by the next push that probes it), so it
     /// fills at most SLOTS / 2 slots.
@@ -66,7 +71,7 @@ impl Default for FlushQueue {
 
 impl FlushQueue {
     pub fn new() -> FlushQueue {
-        FlushQueue { entries: Vec::new(), taken: Vec::new(), index: vec![EMPTY; SLOTS], indexed: 0 }
+        FlushQueue { entries: Vec::new(), index: vec![EMPTY; SLOTS], indexed: 0 }
     }
 
     /// Unmaps queued since the last drain, taken back or not (the batch size that bounds
@@ -81,7 +86,7 @@ impl FlushQueue {
 
     /// Queued and not taken back: what the next drain frees.
     pub fn waiting(&self) -> usize {
-        self.taken.iter().filter(|t| !**t).count()
+        self.entries.iter().filter(|e| !e.taken).count()
     }
 
     fn home(pa: u64) -> usize {
@@ -90,8 +95,7 @@ impl FlushQueue {
 
     pub fn push(&mut self, w: Waiting) {
         let i = self.entries.len();
-        self.entries.push(w);
-        self.taken.push(false);
+        self.entries.push(Entry { w, taken: false });
         if w.attrs == Waiting::UNKNOWN || self.indexed >= SLOTS / 2 || i + 1 > u16::MAX as usize {
             return;
         }
@@ -108,7 +112,7 @@ impl FlushQueue {
                     self.index[s] = (i + 1) as u16;
                     return;
                 }
-                slot if self.taken[slot as usize - 1] => {
+                slot if self.entries[slot as usize - 1].taken => {
                     self.index[s] = (i + 1) as u16;
                     return;
                 }
@@ -127,15 +131,15 @@ impl FlushQueue {
             if slot == EMPTY {
                 return None;
             }
-            let i = slot as usize - 1;
-            let w = self.entries[i];
-            if !self.taken[i]
+            let e = &mut self.entries[slot as usize - 1];
+            let w = e.w;
+            if !e.taken
                 && w.pa == pa
                 && w.size == size
                 && w.attrs == attrs
                 && w.iova.checked_add(size - 1).is_some_and(|end| end <= limit)
             {
-                self.taken[i] = true;
+                e.taken = true;
                 return Some(w.iova);
             }
             s = (s + 1) % SLOTS;
@@ -146,9 +150,9 @@ impl FlushQueue {
     /// Empty the queue after its invalidation completed: `free` gets every IOVA not taken
     /// back. Keeps the capacity.
     pub fn drain(&mut self, mut free: impl FnMut(u64)) {
-        for (w, taken) in self.entries.drain(..).zip(self.taken.drain(..)) {
-            if !taken {
-                free(w.iova);
+        for e in self.entries.drain(..) {
+            if !e.taken {
+                free(e.w.iova);
             }
         }
         if self.indexed > 0 {

@@ -9,6 +9,7 @@ code is charged to the function it was inlined from), as llvm-symbolizer names t
 build/kernel.elf.
 
   python3 tests/profile/profile.py [--modes lazy,bypass] [--fresh] [--n 20000] [--lines]
+                                  [--dev virtio:4096 (virtio-blk reads, polling included)]
 (SMMU_KERNEL=image --elf its-elf profile another build.)
 """
 import argparse
@@ -37,12 +38,14 @@ def plugin():
     return PLUGIN
 
 
-def boot(mode, n, fresh, out):
+def boot(mode, n, fresh, dev, out):
     """Block counts of one `bench=loop` boot, and the image's load address."""
     argv = run.base_args("qemu-virt")
     argv = [a.replace(run.DISK_ARG, "file=" + run.DISK) for a in argv]
     run.make_disk_image(run.DISK)
     words = run.board_args("qemu-virt") + ["bench=loop", f"mode={mode}", f"n={n}"] + (["fresh=1"] if fresh else [])
+    if dev != "edu":
+        words += [f"dev={dev.split(':')[0]}"] + [f"size={s}" for s in dev.split(":")[1:]]
     argv += ["-icount", "shift=0,align=off,sleep=off", "-plugin", f"{plugin()},out={out}"]
     argv += ["-kernel", run.KERNEL, "-append", " ".join(words)]
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
@@ -87,9 +90,9 @@ def symbolize(elf, addrs, base, lines):
     return names
 
 
-def profile(elf, mode, n, fresh, lines, top):
-    tag = f"{mode}{'-fresh' if fresh else ''}"
-    runs = [boot(mode, k, fresh, os.path.join(run.LOGS, f"tbcount-{tag}-{k}.txt")) for k in (n, 0)]
+def profile(elf, mode, n, fresh, dev, lines, top):
+    tag = f"{dev.replace(':', '-')}-{mode}{'-fresh' if fresh else ''}"
+    runs = [boot(mode, k, fresh, dev, os.path.join(run.LOGS, f"tbcount-{tag}-{k}.txt")) for k in (n, 0)]
     base = runs[0][1]
     addrs = sorted({b[0] for r in runs for b in r[0] if b[0] >= base})
     names = symbolize(elf, addrs, base, lines)
@@ -114,12 +117,13 @@ def main():
     ap.add_argument("--modes", default="lazy,bypass", help="comma-separated: strict, lazy, bypass")
     ap.add_argument("--fresh", action="store_true", help="rotate over more pages than a lazy batch")
     ap.add_argument("--n", type=int, default=20000, help="rounds per boot")
+    ap.add_argument("--dev", default="edu", help="edu (map+unmap of a page) or virtio[:bytes] (virtio-blk reads)")
     ap.add_argument("--lines", action="store_true", help="per source line, not per function")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--elf", default=os.path.join(run.BUILD, "kernel.elf"), help="symbols of the kernel booted")
     a = ap.parse_args()
     os.makedirs(run.LOGS, exist_ok=True)
-    totals = {m: profile(a.elf, m, a.n, a.fresh, a.lines, a.top) for m in a.modes.split(",")}
+    totals = {m: profile(a.elf, m, a.n, a.fresh, a.dev, a.lines, a.top) for m in a.modes.split(",")}
     if "bypass" in totals and len(totals) > 1:
         print()
         for m, t in totals.items():

@@ -35,6 +35,9 @@ pub(crate) struct TablePtr {
 }
 
 impl TablePtr {
+    /// Points nowhere: only for a slot that is never dereferenced while it holds this.
+    pub(crate) const DANGLING: TablePtr = TablePtr { va: core::ptr::null_mut(), mask: 0 };
+
     /// # Safety
     ///
     /// `va` must point to `entries` (a power of two) 8-byte aligned `u64` descriptors of table

@@ -121,6 +121,30 @@ pub struct IoPageTable<M: TableMemory> {
     pending_splits: usize,
     /// Keep tables that become empty linked (see the module docs).
     retain: bool,
+    /// The last page table (level 3) a one-page map or unmap walked to: see [`WalkCache`].
+    walk_cache: WalkCache,
+}
+
+/// The leaf table of one last-level block's worth of IOVA (2 MiB with 4K pages) and the
+/// table entry pointing to it, remembered by the walk that found them: the DMA API maps and
+/// unmaps single pages near each other, and a walk from the root costs a load and a check
+/// per level. A table only leaves the tree through `defer` or `free_now`, and both forget
+/// the cache, so a remembered table is always still linked where it was found (tables are
+/// only ever added below existing ones, and a split never concerns a range held by a table).
+#[derive(Clone, Copy)]
+struct WalkCache {
+    /// `iova >> shift(LEAF_LEVEL - 1)` of the cached range; `NONE` when empty.
+    key: u64,
+    leaf: TablePtr,
+    /// The table holding the entry that points to `leaf`, and the entry's index.
+    parent: TablePtr,
+    pidx: usize,
+}
+
+impl WalkCache {
+    const NONE: u64 = u64::MAX;
+    const EMPTY: WalkCache =
+        WalkCache { key: WalkCache::NONE, leaf: TablePtr::DANGLING, parent: TablePtr::DANGLING, pidx: 0 };
 }
 
 // SAFETY: the raw pointers refer to table memory owned exclusively by this value; it is
@@ -143,7 +167,17 @@ impl<M: TableMemory> IoPageTable<M> {
         if !cfg.coherent_walk {
             mem.sync_for_device(va, bytes);
         }
-        Ok(IoPageTable { cfg, geo, mem, root_pa: pa, root_va: va, live: 0, pending_splits: 0, retain: false })
+        Ok(IoPageTable {
+            cfg,
+            geo,
+            mem,
+            root_pa: pa,
+            root_va: va,
+            live: 0,
+            pending_splits: 0,
+            retain: false,
+            walk_cache: WalkCache::EMPTY,
+        })
     }
 
     /// Keep (true) or free (false, the default) tables that become empty through unmaps of
@@ -654,6 +688,7 @@ impl<M: TableMemory> IoPageTable<M> {
     }
 
     fn free_now(&mut self, pa: u64, t: TablePtr) {
+        self.walk_cache = WalkCache::EMPTY;
         self.mem.free_table(pa, t.va(), self.geo.granule_bytes());
         self.live = self.live.saturating_sub(1);
     }
@@ -726,6 +761,7 @@ impl<M: TableMemory> IoPageTable<M> {
     /// link; a PA is granule aligned, so it reads as an invalid descriptor to a walker still
     /// using a stale walk-cache entry (the range is being unmapped anyway).
     fn defer(&mut self, gather: &mut Gather, pa: u64, t: TablePtr) {
+        self.walk_cache = WalkCache::EMPTY;
         t.set(0, gather.deferred_head);
         gather.deferred_head = pa;
         gather.deferred_len += 1;
@@ -793,12 +829,31 @@ impl<M: TableMemory> IoPageTable<M> {
         Some((t, parent))
     }
 
+    /// `leaf_table`, through the walk cache for pages (level 3 below at least one table),
+    /// filling it on a miss.
+    #[inline(always)]
+    fn leaf_table_cached(&mut self, leaf: u32, iova: u64) -> Option<(TablePtr, Option<ParentEntry>)> {
+        if leaf != LEAF_LEVEL || self.geo.start == LEAF_LEVEL {
+            return self.leaf_table(leaf, iova);
+        }
+        let key = iova >> self.geo.shift(LEAF_LEVEL - 1);
+        let c = self.walk_cache;
+        if c.key == key {
+            return Some((c.leaf, Some((c.parent, c.pidx, c.parent.get(c.pidx)))));
+        }
+        let (t, parent) = self.leaf_table(leaf, iova)?;
+        if let Some((pt, pidx, _)) = parent {
+            self.walk_cache = WalkCache { key, leaf: t, parent: pt, pidx };
+        }
+        Some((t, parent))
+    }
+
     /// Map one leaf entry at level `leaf` (`iova` and `pa` aligned to it) if every table above
     /// it exists and the entry is invalid; otherwise change nothing and return false (the
     /// general path then allocates, reports, or maps inside a retained empty table).
     #[inline(always)]
     fn map_one(&mut self, leaf: u32, iova: u64, pa: u64, attrs: u64) -> bool {
-        let Some((t, parent)) = self.leaf_table(leaf, iova) else { return false };
+        let Some((t, parent)) = self.leaf_table_cached(leaf, iova) else { return false };
         let g = &self.geo;
         let idx = g.index(leaf, iova);
         if t.get(idx) != 0 {
@@ -1189,7 +1244,7 @@ impl<M: TableMemory> IoPageTable<M> {
     /// `NotMapped`).
     #[inline(always)]
     fn unmap_one(&mut self, leaf: u32, iova: u64, gather: &mut Gather) -> Option<u64> {
-        let (t, parent) = self.leaf_table(leaf, iova)?;
+        let (t, parent) = self.leaf_table_cached(leaf, iova)?;
         let g = &self.geo;
         let idx = g.index(leaf, iova);
         let kind = leaf_type(leaf);

@@ -1381,3 +1381,33 @@ fn unmap_leaf_reports_what_it_cleared() {
     assert!(matches!(p.unmap_leaf(0x1000, K4, &mut g), Err(PgtError::NotMapped { .. })));
     assert_eq!(p.leaf(0x40_1000), None);
 }
+
+#[test]
+fn walk_cache_forgets_unlinked_tables() {
+    // A one-page map or unmap remembers its leaf table; once that table leaves the tree
+    // (detached by a whole-entry unmap, freed or only queued for `complete`), the next map
+    // in the same 2 MiB must walk again and find (allocate) the tables the tree has now.
+    let (iova, pa) = (0x40_0000u64, 0x20_0000u64);
+    for complete_first in [true, false] {
+        let mut p = s1_4k48();
+        p.set_retain_empty_tables(true);
+        p.map(iova, pa, K4, Prot::RW).unwrap();
+        p.map(iova + K4, pa + K4, K4, Prot::RW).unwrap(); // through the cache
+        let mut g = Gather::new();
+        assert_eq!(p.unmap(iova, 2 * MIB, &mut g).unwrap(), 2 * K4);
+        assert!(!g.leaf_only, "the L3 table was detached");
+        if complete_first {
+            p.complete(&mut g).unwrap();
+        }
+        p.map(iova, pa, K4, Prot::RW).unwrap();
+        assert_eq!(p.iova_to_phys(iova), Some(pa), "mapped into a table no longer in the tree");
+        let mut g2 = Gather::new();
+        p.unmap(iova, K4, &mut g2).unwrap();
+        assert_eq!(p.iova_to_phys(iova), None);
+        p.complete(&mut g2).unwrap();
+        if !complete_first {
+            p.complete(&mut g).unwrap();
+        }
+        assert_eq!(check_tree(&p), 3);
+    }
+}
