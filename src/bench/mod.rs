@@ -981,12 +981,24 @@ fn virtio_loop(b: &mut VirtioBlk, mode: Mode, n: u64, size: usize) -> Result<u64
     let r = virtio_switch(b, &modes, mode, buf.as_mut_slice()).and_then(|()| {
         let per = (size / SECTOR_SIZE) as u64;
         let reads = (b.capacity() / per).max(1);
+        // By phase too: under -icount the wait is host time spent polling, the rest is exact.
+        b.phases = Some(Phases::default());
         let t0 = timer::ticks();
         for i in 0..n {
             let s = (i % reads) * per;
             b.read_blocks(s, buf.as_mut_slice()).map_err(|e| alloc::format!("read at sector {s}: {e}"))?;
         }
-        Ok(timer::ticks() - t0)
+        let t = timer::ticks() - t0;
+        let p = b.phases.take().unwrap_or_default();
+        let per_read = |x: u64| timer::ticks_to_ns(x) / p.requests.max(1);
+        kprintln!(
+            "bench: loop: per read, submit {} ns, wait {} ns ({} polls), complete {} ns",
+            per_read(p.submit),
+            per_read(p.wait),
+            p.polls / p.requests.max(1),
+            per_read(p.complete)
+        );
+        Ok(t)
     });
     let q = b.quiesce().map_err(|e| alloc::format!("quiesce: {e}"));
     let q = q.and_then(|()| dma::flush(&b.dma).map_err(|e| alloc::format!("flush: {e}")));

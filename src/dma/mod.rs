@@ -65,7 +65,9 @@ impl From<IommuError> for DmaError {
 
 /// `iommu.strict`: invalidate on every unmap (true) or batch (false).
 static STRICT: AtomicBool = AtomicBool::new(true);
-/// Lazy mode flushes a domain after this many deferred unmaps (Linux's flush queue is 256).
+/// Lazy mode flushes a domain after this many deferred unmaps (Linux's flush queue is 256),
+/// unless identical maps took back all but a few (less than half) of them: those owe no
+/// invalidation and leave the queue without one.
 pub const LAZY_BATCH: usize = 256;
 
 /// Lazy mode's time bound (Linux's IOVA_FQ_TIMEOUT): however idle the driver, an unmapped
@@ -330,7 +332,9 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
         return Ok(());
     }
     d.unmap_lazy(start, size).map_err(not_mapped)?;
-    if d.flush_queue.len() >= LAZY_BATCH {
+    // A full queue first lets go of what identical maps took back (nothing is owed for
+    // those); it flushes when half a batch or more really waits.
+    if d.flush_queue.len() >= LAZY_BATCH && d.flush_queue.compact() >= LAZY_BATCH / 2 {
         io.flush_lazy(did)?;
     } else if FLUSH_TIMER_UP.load(Ordering::Relaxed) {
         // This CPU's timer; its handler clears the flag on this CPU, so no deferred unmap

@@ -141,9 +141,9 @@ pub struct Domain {
     /// Unmaps waiting for a batched invalidation (lazy mode): the gather and the
     /// IOVAs to free once it completed.
     pub lazy: Option<Gather>,
+    /// Lazy unmaps waiting for their invalidation; also says which of them the TLB may
+    /// still hold stale (unmapped since the last invalidation, not mapped again).
     pub flush_queue: FlushQueue,
-    /// Lazy unmaps since this domain's last TLB invalidation (flush or flush timer).
-    pub tlb_stale: bool,
     pub attached: Vec<MasterId>,
     /// Translation granule of the domain's tables (and of its IOVA allocations).
     pub granule: Granule,
@@ -157,12 +157,15 @@ impl Domain {
         let pgt = self.pgt.as_mut().ok_or(IommuError::NotTranslated(self.id))?;
         let g = self.lazy.get_or_insert_with(Gather::new);
         // What the TLB may still hold for it: the mapping that may take the IOVA back.
-        let (bytes, leaf) = pgt.unmap_leaf(iova, size, g)?;
+        let page = (size == self.granule.size()).then(|| pgt.unmap_page(iova, g)).flatten();
+        let (bytes, leaf) = match page {
+            Some(l) => (size, Some(l)),
+            None => pgt.unmap_leaf(iova, size, g)?,
+        };
         self.flush_queue.push(match leaf {
             Some(l) => Waiting { iova, pa: l.pa | (iova & (l.size - 1)), size, attrs: l.attrs },
             None => Waiting::unknown(iova, size),
         });
-        self.tlb_stale = true;
         Ok(bytes)
     }
 
@@ -184,6 +187,9 @@ impl Domain {
         }
         let attrs = pgt.attrs(&prot)?;
         let Some(iova) = self.flush_queue.take_identical(pa, size, attrs, limit) else { return Ok(None) };
+        if size == self.granule.size() && pgt.map_page(iova, pa, attrs) {
+            return Ok(Some(iova));
+        }
         if let Err(e) = pgt.map(iova, pa, size, prot) {
             // Back to waiting, as the map may have changed some entries: the next flush
             // invalidates and frees it.
@@ -351,7 +357,6 @@ impl Iommu {
             iova: None,
             lazy: None,
             flush_queue: FlushQueue::new(),
-            tlb_stale: false,
             attached: Vec::new(),
             granule,
         };
@@ -686,7 +691,9 @@ impl Iommu {
         Ok(bytes)
     }
 
-    /// [`Domain::unmap_lazy`] of domain `did`.
+    /// [`Domain::unmap_lazy`] of domain `did`. The range must have been mapped by one `map`
+    /// (contiguous output, one set of attributes), as the DMA API's are: its first leaf
+    /// stands for all of it when an identical map takes it back.
     pub fn unmap_lazy(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
         self.domain(did)?.unmap_lazy(iova, size)
     }
@@ -703,15 +710,20 @@ impl Iommu {
         self.domain(did)?.map_lazy_identical(pa, size, prot, limit)
     }
 
-    /// One invalidation for everything unmapped lazily; then the IOVAs are free.
+    /// One invalidation for everything unmapped lazily; then the IOVAs are free. None is
+    /// owed when every queued range was mapped identically again and no table waits to be
+    /// freed (see `flush_queue`): then the queue only empties.
     pub fn flush_lazy(&mut self, did: DomainId) -> Result<usize, IommuError> {
         let d = self.domain(did)?;
         let Some(mut g) = d.lazy.take() else { return Ok(0) };
         let (asid, smmu) = (d.asid, d.smmu);
-        d.tlb_stale = false;
-        // Lazy mode trades precision for one command: invalidate the whole ASID.
-        let r = registry::with_smmu(smmu, |dev| dev.run(&[Command::TlbiNhAsid { asid, vmid: 0 }]))
-            .ok_or(IommuError::NoSuchSmmu(smmu))?;
+        let r = if d.flush_queue.waiting() != 0 || g.needs_complete() {
+            // Lazy mode trades precision for one command: invalidate the whole ASID.
+            registry::with_smmu(smmu, |dev| dev.run(&[Command::TlbiNhAsid { asid, vmid: 0 }]))
+                .ok_or(IommuError::NoSuchSmmu(smmu))?
+        } else {
+            Ok(())
+        };
         let d = self.domain(did)?;
         if let Some(pgt) = d.pgt.as_mut() {
             pgt.complete(&mut g)?;
@@ -734,14 +746,14 @@ impl Iommu {
     }
 
     /// For interrupt context (the lazy-flush timer): invalidate the TLB entries of every
-    /// domain with lazy unmaps since its last invalidation, so they stop translating. The
+    /// domain with stale lazy unmaps (see `lazy_tlb_stale`), so they stop translating. The
     /// IOVAs and table pages stay queued until the next `flush_lazy` (process context), so
     /// the handler stays short and allocation-free. Ok(false) when an SMMU's registry was
     /// locked and some domain still waits.
     pub fn try_invalidate_lazy(&mut self) -> Result<bool, IommuError> {
         let mut all = true;
         for d in self.domains.iter_mut().flatten() {
-            if !d.tlb_stale {
+            if !d.flush_queue.stale() {
                 continue;
             }
             let (asid, smmu) = (d.asid, d.smmu);
@@ -750,17 +762,17 @@ impl Iommu {
                 Some(None) => return Err(IommuError::NoSuchSmmu(smmu)),
                 Some(Some(r)) => {
                     r?;
-                    d.tlb_stale = false;
+                    d.flush_queue.invalidated();
                 }
             }
         }
         Ok(all)
     }
 
-    /// Lazy unmaps of `did` that still translate through the SMMU's TLB (no invalidation
-    /// since): what the flush timer bounds.
+    /// Lazy unmaps of `did` that may still translate through the SMMU's TLB (no
+    /// invalidation since, not mapped identically again): what the flush timer bounds.
     pub fn lazy_tlb_stale(&mut self, did: DomainId) -> Result<bool, IommuError> {
-        Ok(self.domain(did)?.tlb_stale)
+        Ok(self.domain(did)?.flush_queue.stale())
     }
 }
 

@@ -8,7 +8,13 @@
 //! invalidation is owed for it. The map allocates no IOVA, and the device's TLB entry keeps
 //! translating: drivers that map the same buffers again and again (buffer pools, bounce
 //! buffers) pay neither an allocation nor a TLB miss per map. Taken IOVAs stay in the queue
-//! (marked) so the batch still flushes every `LAZY_BATCH` unmaps, but they are not freed.
+//! (marked) until it is drained or compacted, but they are never freed.
+//!
+//! The same reasoning tells when an invalidation is owed at all: only for ranges unmapped
+//! since the last one and not taken back since ([`FlushQueue::stale`]). A queue whose every
+//! range was taken back owes nothing and frees nothing: [`FlushQueue::compact`] drops those
+//! entries instead of flushing (a buffer cycled through map and unmap then never makes the
+//! SMMU drop its TLB entries, the rings' included).
 //!
 //! Pure logic (host-tested); the domain layer (`domain.rs`) owns one queue per DMA domain.
 
@@ -51,6 +57,8 @@ const MAX_PROBE: usize = 8;
 struct Entry {
     w: Waiting,
     taken: bool,
+    /// `FlushQueue::epoch` when it was queued: stale until that epoch ends.
+    epoch: u64,
 }
 
 #[derive(Debug)]
@@ -61,6 +69,12 @@ pub struct FlushQueue {
     /// fills at most SLOTS / 2 slots.
     index: Vec<u16>,
     indexed: usize,
+    /// Invalidations of the TLB since the queue was created ([`FlushQueue::invalidated`]).
+    epoch: u64,
+    /// Entries not taken back: what a drain frees.
+    untaken: usize,
+    /// Entries not taken back and queued in this epoch: what the TLB may hold stale.
+    stale: usize,
 }
 
 impl Default for FlushQueue {
@@ -71,7 +85,7 @@ impl Default for FlushQueue {
 
 impl FlushQueue {
     pub fn new() -> FlushQueue {
-        FlushQueue { entries: Vec::new(), index: vec![EMPTY; SLOTS], indexed: 0 }
+        FlushQueue { entries: Vec::new(), index: vec![EMPTY; SLOTS], indexed: 0, epoch: 0, untaken: 0, stale: 0 }
     }
 
     /// Unmaps queued since the last drain, taken back or not (the batch size that bounds
@@ -86,7 +100,37 @@ impl FlushQueue {
 
     /// Queued and not taken back: what the next drain frees.
     pub fn waiting(&self) -> usize {
-        self.entries.iter().filter(|e| !e.taken).count()
+        self.untaken
+    }
+
+    /// Some queued range may still translate through the TLB although its mapping is gone:
+    /// unmapped since the last invalidation and not mapped identically again.
+    pub fn stale(&self) -> bool {
+        self.stale != 0
+    }
+
+    /// The TLB was invalidated for everything queued so far (the flush timer does this
+    /// without draining): nothing queued is stale any more, though it all still waits to be
+    /// freed by the next drain.
+    pub fn invalidated(&mut self) {
+        self.epoch += 1;
+        self.stale = 0;
+    }
+
+    /// Drop the entries taken back (nothing to free, nothing owed for them) and return how
+    /// many still wait. The lazy batch bound counts these: a buffer mapped again and again
+    /// fills the queue with taken entries, which need no flush to go.
+    pub fn compact(&mut self) -> usize {
+        if self.untaken == self.entries.len() {
+            return self.untaken;
+        }
+        self.entries.retain(|e| !e.taken);
+        self.index.fill(EMPTY);
+        self.indexed = 0;
+        for i in 0..self.entries.len() {
+            self.index_entry(i);
+        }
+        self.untaken
     }
 
     fn home(pa: u64) -> usize {
@@ -94,8 +138,15 @@ impl FlushQueue {
     }
 
     pub fn push(&mut self, w: Waiting) {
-        let i = self.entries.len();
-        self.entries.push(Entry { w, taken: false });
+        self.entries.push(Entry { w, taken: false, epoch: self.epoch });
+        self.untaken += 1;
+        self.stale += 1;
+        self.index_entry(self.entries.len() - 1);
+    }
+
+    /// Index entry `i` (by its `pa`) if it can be taken back and there is room.
+    fn index_entry(&mut self, i: usize) {
+        let w = self.entries[i].w;
         if w.attrs == Waiting::UNKNOWN || self.indexed >= SLOTS / 2 || i + 1 > u16::MAX as usize {
             return;
         }
@@ -140,6 +191,11 @@ impl FlushQueue {
                 && w.iova.checked_add(size - 1).is_some_and(|end| end <= limit)
             {
                 e.taken = true;
+                let stale = e.epoch == self.epoch;
+                self.untaken -= 1;
+                if stale {
+                    self.stale -= 1;
+                }
                 return Some(w.iova);
             }
             s = (s + 1) % SLOTS;
@@ -159,6 +215,9 @@ impl FlushQueue {
             self.index.fill(EMPTY);
             self.indexed = 0;
         }
+        self.untaken = 0;
+        self.stale = 0;
+        self.epoch += 1;
     }
 }
 
@@ -251,9 +310,50 @@ mod tests {
     }
 
     #[test]
+    fn staleness_follows_unmaps_take_backs_and_invalidations() {
+        let mut q = FlushQueue::new();
+        assert!(!q.stale());
+        q.push(w(0x1000, 0x8000));
+        assert!(q.stale(), "an unmap owes an invalidation");
+        assert_eq!(q.take_identical(0x8000, 0x1000, 0x740, u64::MAX), Some(0x1000));
+        assert!(!q.stale(), "mapped identically again: nothing owed");
+        q.push(w(0x1000, 0x8000));
+        q.push(w(0x2000, 0x9000));
+        q.invalidated();
+        assert!(!q.stale(), "invalidated");
+        assert_eq!(q.waiting(), 2, "invalidated, not freed");
+        // Taken back after the invalidation: still nothing owed, one less to free.
+        assert_eq!(q.take_identical(0x9000, 0x1000, 0x740, u64::MAX), Some(0x2000));
+        assert!(!q.stale());
+        assert_eq!(q.waiting(), 1);
+        q.push(Waiting::unknown(0x3000, 0x1000));
+        assert!(q.stale());
+        assert_eq!(drained(&mut q), [0x1000, 0x3000]);
+        assert!(!q.stale());
+    }
+
+    #[test]
+    fn compaction_drops_only_what_was_taken_back() {
+        let mut q = FlushQueue::new();
+        for k in 0..6u64 {
+            q.push(w(0x10_0000 + (k << 12), 0x8000 + (k << 12)));
+        }
+        for k in [1u64, 3, 4] {
+            assert!(q.take_identical(0x8000 + (k << 12), 0x1000, 0x740, u64::MAX).is_some());
+        }
+        assert_eq!(q.compact(), 3);
+        assert_eq!((q.len(), q.waiting()), (3, 3));
+        // The index follows the entries' new places.
+        assert_eq!(q.take_identical(0xd000, 0x1000, 0x740, u64::MAX), Some(0x10_5000));
+        assert_eq!(q.take_identical(0xb000, 0x1000, 0x740, u64::MAX), None, "gone with the compaction");
+        assert_eq!(drained(&mut q), [0x10_0000, 0x10_2000]);
+    }
+
+    #[test]
     fn random_against_a_model() {
         let mut q = FlushQueue::new();
-        let mut model: Vec<(Waiting, bool)> = Vec::new();
+        // (range, taken, queued in the current epoch)
+        let mut model: Vec<(Waiting, bool, bool)> = Vec::new();
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             x ^= x << 13;
@@ -261,25 +361,32 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for round in 0..2000u64 {
+        for round in 0..4000u64 {
             let r = next();
-            if r % 7 == 0 {
+            if r % 29 == 0 {
+                q.invalidated();
+                model.iter_mut().for_each(|e| e.2 = false);
+            } else if r % 23 == 0 {
+                let left = q.compact();
+                model.retain(|e| !e.1);
+                assert_eq!(left, model.len(), "round {round}");
+            } else if r % 7 == 0 {
                 let mut got = drained(&mut q);
-                let mut want: Vec<u64> = model.drain(..).filter(|(_, t)| !t).map(|(w, _)| w.iova).collect();
+                let mut want: Vec<u64> = model.drain(..).filter(|e| !e.1).map(|e| e.0.iova).collect();
                 got.sort_unstable();
                 want.sort_unstable();
                 assert_eq!(got, want, "round {round}");
             } else if r % 3 == 0 {
                 let pa = (next() % 16) << 12;
                 let got = q.take_identical(pa, 0x1000, 0x740, u64::MAX);
-                let any = model.iter().any(|(w, t)| !*t && w.pa == pa);
+                let any = model.iter().any(|e| !e.1 && e.0.pa == pa);
                 match (got, any) {
                     (None, false) => {}
                     // Fewer entries than MAX_PROBE can all be indexed: then one must be found.
                     (None, true) if model.len() >= MAX_PROBE => {}
                     (Some(i), true) => {
                         // Any identical waiting range will do; mark the one returned.
-                        let e = model.iter_mut().find(|(w, t)| !*t && w.iova == i && w.pa == pa);
+                        let e = model.iter_mut().find(|e| !e.1 && e.0.iova == i && e.0.pa == pa);
                         assert!(e.is_some(), "round {round}: returned {i:#x}, not waiting for {pa:#x}");
                         if let Some(e) = e {
                             e.1 = true;
@@ -288,11 +395,13 @@ mod tests {
                     (g, a) => panic!("round {round}: got {g:?}, model has one: {a}"),
                 }
             } else {
+                // IOVAs unique within the run: the model tells entries apart by them.
                 let ww = w(round << 12, (next() % 16) << 12);
                 q.push(ww);
-                model.push((ww, false));
+                model.push((ww, false, true));
             }
-            assert_eq!(q.waiting(), model.iter().filter(|(_, t)| !t).count());
+            assert_eq!(q.stale(), model.iter().any(|e| !e.1 && e.2), "round {round}");
+            assert_eq!(q.waiting(), model.iter().filter(|e| !e.1).count());
         }
     }
 }

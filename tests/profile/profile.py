@@ -52,14 +52,15 @@ def boot(mode, n, fresh, dev, out):
     log = p.stdout + p.stderr
     open(os.path.join(run.LOGS, f"profile-{mode}-{n}.log"), "w").write(log)
     m = LOADED_RE.search(log)
-    done = re.search(r"^bench: loop: .*", log, re.M)
+    done = re.search(r"^bench: loop: \d+ rounds.*", log, re.M)
+    phases = re.search(r"^bench: loop: per read.*", log, re.M)
     if p.returncode != 0 or not m or not done or "ns each" not in done.group(0):
         sys.exit(f"profile boot {mode} n={n} failed (exit {p.returncode}), see {run.LOGS}/profile-{mode}-{n}.log")
     blocks = []
     for line in open(out):
         a, i, mem, runs = line.split()
         blocks.append((int(a, 16), int(i), int(mem), int(runs)))
-    return blocks, int(m.group(1), 16), done.group(0)
+    return blocks, int(m.group(1), 16), done.group(0) + ("\n   " + phases.group(0) if phases else "")
 
 
 RUST_ESCAPES = {"$LT$": "<", "$GT$": ">", "$u20$": " ", "$u7b$": "{", "$u7d$": "}", "$C$": ",", "$RF$": "&", "..": "::"}

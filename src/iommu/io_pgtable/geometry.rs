@@ -254,6 +254,10 @@ impl Geometry {
     /// single-entry fast paths of `map` and `unmap`. A table lookup, no loop.
     #[inline(always)]
     pub(crate) fn single_leaf(&self, iova: u64, size: u64) -> Option<u32> {
+        if size == self.page {
+            // One page, the DMA API's everyday case: no lookup.
+            return (iova & (size - 1) == 0 && iova >> self.ias == 0).then_some(LEAF_LEVEL);
+        }
         let level = self.leaf_level_of_shift[(size.trailing_zeros() & 63) as usize];
         (level != 0 && size.is_power_of_two() && iova & (size - 1) == 0 && iova >> self.ias == 0)
             .then_some(u32::from(level))

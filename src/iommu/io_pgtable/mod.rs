@@ -298,6 +298,21 @@ impl<M: TableMemory> IoPageTable<M> {
         self.map_general(iova, pa, size, prot)
     }
 
+    /// The DMA API's one-page map: `iova` -> `pa` (both granule aligned) with `attrs` as
+    /// [`attrs`](Self::attrs) returned them, when the page's table exists and its entry is
+    /// free (the common case, with the walk cache: no walk). false: nothing changed, and
+    /// [`map`](Self::map) does the rest (allocates tables, or says why it cannot).
+    #[inline]
+    pub(crate) fn map_page(&mut self, iova: u64, pa: u64, attrs: u64) -> bool {
+        let g = &self.geo;
+        self.pending_splits == 0
+            && (iova | pa) & (g.page - 1) == 0
+            && iova >> g.ias == 0
+            && pa >> g.oas == 0
+            && attrs & desc::AF != 0
+            && self.map_one(LEAF_LEVEL, iova, pa, attrs & LEAF_ATTR_MASK)
+    }
+
     #[inline]
     fn map_general(&mut self, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<(), PgtError> {
         if self.pending_splits != 0 {
@@ -401,6 +416,19 @@ impl<M: TableMemory> IoPageTable<M> {
         }
         let leaf = self.leaf(iova);
         Ok((self.unmap_general(iova, size, gather)?, leaf))
+    }
+
+    /// The DMA API's one-page unmap (lazy mode's): clear the page entry at `iova` (granule
+    /// aligned) when its table stays linked, recording it in `gather`, and return what it
+    /// held. None: nothing changed, and [`unmap_leaf`](Self::unmap_leaf) does the rest.
+    #[inline]
+    pub(crate) fn unmap_page(&mut self, iova: u64, gather: &mut Gather) -> Option<Leaf> {
+        let page = self.geo.page;
+        if self.pending_splits != 0 || self.foreign(gather) || iova & (page - 1) != 0 || iova >> self.geo.ias != 0 {
+            return None;
+        }
+        let d = self.unmap_one(LEAF_LEVEL, iova, gather)?;
+        Some(Leaf { pa: d & ADDR_MASK, size: page, attrs: d & LEAF_ATTR_MASK })
     }
 
     #[inline]
