@@ -303,7 +303,7 @@ impl<M: TableMemory> IoPageTable<M> {
     /// free (the common case, with the walk cache: no walk). false: nothing changed, and
     /// [`map`](Self::map) does the rest (allocates tables, or says why it cannot).
     #[inline]
-    pub(crate) fn map_page(&mut self, iova: u64, pa: u64, attrs: u64) -> bool {
+    pub fn map_page(&mut self, iova: u64, pa: u64, attrs: u64) -> bool {
         let g = &self.geo;
         self.pending_splits == 0
             && (iova | pa) & (g.page - 1) == 0
@@ -422,7 +422,7 @@ impl<M: TableMemory> IoPageTable<M> {
     /// aligned) when its table stays linked, recording it in `gather`, and return what it
     /// held. None: nothing changed, and [`unmap_leaf`](Self::unmap_leaf) does the rest.
     #[inline]
-    pub(crate) fn unmap_page(&mut self, iova: u64, gather: &mut Gather) -> Option<Leaf> {
+    pub fn unmap_page(&mut self, iova: u64, gather: &mut Gather) -> Option<Leaf> {
         let page = self.geo.page;
         if self.pending_splits != 0 || self.foreign(gather) || iova & (page - 1) != 0 || iova >> self.geo.ias != 0 {
             return None;

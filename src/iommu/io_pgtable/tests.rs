@@ -1411,3 +1411,31 @@ fn walk_cache_forgets_unlinked_tables() {
         assert_eq!(check_tree(&p), 3);
     }
 }
+
+#[test]
+fn one_page_fast_paths() {
+    let mut p = pgt(cfg(Stage::S1, Granule::K4, 39, 48));
+    p.set_retain_empty_tables(true);
+    let rw = p.attrs(&Prot::RW).unwrap();
+    // No table yet: the fast path declines and changes nothing; `map` then builds them.
+    assert!(!p.map_page(0x1000, 0x4000_0000, rw));
+    assert_eq!(p.tables_in_use(), 0);
+    p.map(0x1000, 0x4000_0000, K4, Prot::RW).unwrap();
+    assert!(p.map_page(0x2000, 0x4000_5000, rw));
+    assert_eq!(p.leaf(0x2000), Some(Leaf { pa: 0x4000_5000, size: K4, attrs: rw }));
+    // Taken, unaligned, beyond the input or output range, or not attributes of a leaf.
+    assert!(!p.map_page(0x2000, 0x4000_6000, rw));
+    assert!(!p.map_page(0x3800, 0x4000_6000, rw));
+    assert!(!p.map_page(1 << 39, 0x4000_6000, rw));
+    assert!(!p.map_page(0x3000, 1 << 48, rw));
+    assert!(!p.map_page(0x3000, 0x4000_6000, 0));
+    assert_eq!(p.leaf(0x3000), None);
+    let mut g = Gather::new();
+    assert_eq!(p.unmap_page(0x2000, &mut g), Some(Leaf { pa: 0x4000_5000, size: K4, attrs: rw }));
+    assert_eq!(p.unmap_page(0x2000, &mut g), None, "nothing left there");
+    assert_eq!(p.unmap_page(0x1800, &mut g), None, "unaligned");
+    assert!(g.leaf_only && (g.start, g.end) == (0x2000, 0x3000));
+    p.complete(&mut g).unwrap();
+    assert_eq!(p.iova_to_phys(0x1000), Some(0x4000_0000));
+    assert_eq!(check_tree(&p), 2, "L2 and L3 below the root");
+}
