@@ -220,11 +220,13 @@ fn route(io: &mut Iommu, m: MasterId) -> Route<'_> {
     }
 }
 
+/// The device may write the buffer (its mapping is read/write, else read-only).
+fn device_writes(dir: Direction) -> bool {
+    dir != Direction::ToDevice
+}
+
 fn prot(dir: Direction) -> Prot {
-    match dir {
-        Direction::ToDevice => Prot::RO,
-        Direction::FromDevice | Direction::Bidirectional => Prot::RW,
-    }
+    if device_writes(dir) { Prot::RW } else { Prot::RO }
 }
 
 /// Hand `[pa, pa + len)` to the device (Linux `dma_sync_single_for_device`; `map_single`
@@ -281,7 +283,7 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
     let off = pa & (g - 1);
     let size = (off + len as u64).div_ceil(g) * g;
     if !strict()
-        && let Some(iova) = d.map_lazy_identical(pa - off, size, prot(dir), dev.mask)?
+        && let Some(iova) = d.map_lazy_identical(pa - off, size, device_writes(dir), dev.mask)?
     {
         return Ok(iova + off);
     }

@@ -147,6 +147,9 @@ pub struct Domain {
     pub attached: Vec<MasterId>,
     /// Translation granule of the domain's tables (and of its IOVA allocations).
     pub granule: Granule,
+    /// Leaf attributes of `Prot::RO` and `Prot::RW` in the (stage-1, or only) table, what
+    /// the DMA API maps with: computed once, not per map (0 without a table).
+    dma_attrs: [u64; 2],
 }
 
 impl Domain {
@@ -169,28 +172,29 @@ impl Domain {
         Ok(bytes)
     }
 
-    /// Lazy mode: map `[pa, pa + size)` with `prot` at an IOVA waiting in the flush queue
-    /// with exactly this mapping (same pages, same attributes), ending at or below `limit`.
-    /// Whatever the TLB still holds for that IOVA is the new mapping itself, so it needs no
-    /// invalidation first: the IOVA leaves the queue's frees and its entries are written
-    /// again. Ok(None) when no such IOVA waits; the caller allocates a fresh one.
+    /// Lazy mode: map `[pa, pa + size)` as the DMA API does (`Prot::RW` if the device may
+    /// `write`, else `Prot::RO`) at an IOVA waiting in the flush queue with exactly this
+    /// mapping (same pages, same attributes), ending at or below `limit`. Whatever the TLB
+    /// still holds for that IOVA is the new mapping itself, so it needs no invalidation
+    /// first: the IOVA leaves the queue's frees and its entries are written again. Ok(None)
+    /// when no such IOVA waits; the caller allocates a fresh one.
     pub fn map_lazy_identical(
         &mut self,
         pa: u64,
         size: u64,
-        prot: Prot,
+        write: bool,
         limit: u64,
     ) -> Result<Option<u64>, IommuError> {
         let Some(pgt) = self.pgt.as_mut() else { return Ok(None) };
         if self.flush_queue.is_empty() {
             return Ok(None);
         }
-        let attrs = pgt.attrs(&prot)?;
+        let attrs = self.dma_attrs[usize::from(write)];
         let Some(iova) = self.flush_queue.take_identical(pa, size, attrs, limit) else { return Ok(None) };
         if size == self.granule.size() && pgt.map_page(iova, pa, attrs) {
             return Ok(Some(iova));
         }
-        if let Err(e) = pgt.map(iova, pa, size, prot) {
+        if let Err(e) = pgt.map(iova, pa, size, if write { Prot::RW } else { Prot::RO }) {
             // Back to waiting, as the map may have changed some entries: the next flush
             // invalidates and frees it.
             self.flush_queue.push(Waiting::unknown(iova, size));
@@ -359,6 +363,7 @@ impl Iommu {
             flush_queue: FlushQueue::new(),
             attached: Vec::new(),
             granule,
+            dma_attrs: [0; 2],
         };
         if translated {
             let cfg = |st: PgtStage, ias: u8| Config { stage: st, granule, ias, oas, coherent_walk: mem.coherent };
@@ -369,6 +374,9 @@ impl Iommu {
                     d.pgt = Some(Pgt::new(cfg(PgtStage::S1, DMA_IAS), FrameTables { mem })?);
                     d.s2 = Some(Pgt::new(cfg(PgtStage::S2, oas.min(40)), FrameTables { mem })?);
                 }
+            }
+            if let Some(p) = &d.pgt {
+                d.dma_attrs = [p.attrs(&Prot::RO)?, p.attrs(&Prot::RW)?];
             }
             if stage != Stage::S1 {
                 d.vmid = match self.free_vmids.pop() {
@@ -696,18 +704,6 @@ impl Iommu {
     /// stands for all of it when an identical map takes it back.
     pub fn unmap_lazy(&mut self, did: DomainId, iova: u64, size: u64) -> Result<u64, IommuError> {
         self.domain(did)?.unmap_lazy(iova, size)
-    }
-
-    /// [`Domain::map_lazy_identical`] of domain `did`.
-    pub fn map_lazy_identical(
-        &mut self,
-        did: DomainId,
-        pa: u64,
-        size: u64,
-        prot: Prot,
-        limit: u64,
-    ) -> Result<Option<u64>, IommuError> {
-        self.domain(did)?.map_lazy_identical(pa, size, prot, limit)
     }
 
     /// One invalidation for everything unmapped lazily; then the IOVAs are free. None is

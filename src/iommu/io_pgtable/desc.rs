@@ -94,6 +94,20 @@ pub fn with_count(d: u64, count: u32) -> u64 {
         | (((c >> 6) << CNT_HI_SHIFT) & CNT_HI_MASK)
 }
 
+/// `d` with its live-entry count one higher (the caller knows it stays below 16384): one
+/// add unless the low field carries.
+#[inline(always)]
+pub fn count_up(d: u64) -> u64 {
+    if d & CNT_LO_MASK != CNT_LO_MASK { d + (1 << CNT_LO_SHIFT) } else { with_count(d, table_count(d) + 1) }
+}
+
+/// `d` with its live-entry count one lower, or unchanged at 0: one subtraction unless the
+/// low field borrows.
+#[inline(always)]
+pub fn count_down(d: u64) -> u64 {
+    if d & CNT_LO_MASK != 0 { d - (1 << CNT_LO_SHIFT) } else { with_count(d, table_count(d).saturating_sub(1)) }
+}
+
 /// A table descriptor pointing at `pa` whose table has `count` live entries.
 /// NSTable / APTable / XNTable / PXNTable (bits 63:59) are zero: no hierarchical limits.
 #[inline(always)]

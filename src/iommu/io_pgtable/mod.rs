@@ -77,8 +77,8 @@ pub use geometry::{Config, Granule, S1Tcr, S2Vtcr, Stage};
 pub use memory::TableMemory;
 
 use desc::{
-    ADDR_MASK, DESC_BLOCK, DESC_PAGE, DESC_PENDING, DESC_TABLE, DESC_TYPE_MASK, DESC_VALID, LEAF_ATTR_MASK, leaf_attrs,
-    leaf_type, table_count, table_desc, with_count,
+    ADDR_MASK, DESC_BLOCK, DESC_PAGE, DESC_PENDING, DESC_TABLE, DESC_TYPE_MASK, DESC_VALID, LEAF_ATTR_MASK, count_down,
+    count_up, leaf_attrs, leaf_type, table_count, table_desc, with_count,
 };
 use gather::PendingInstall;
 use geometry::{Geometry, LEAF_LEVEL, ps_encoding};
@@ -865,7 +865,7 @@ impl<M: TableMemory> IoPageTable<M> {
             return self.leaf_table(leaf, iova);
         }
         let key = iova >> self.geo.shift(LEAF_LEVEL - 1);
-        let c = self.walk_cache;
+        let c = &self.walk_cache;
         if c.key == key {
             return Some((c.leaf, Some((c.parent, c.pidx, c.parent.get(c.pidx)))));
         }
@@ -892,7 +892,7 @@ impl<M: TableMemory> IoPageTable<M> {
         self.sync(t, idx, 1);
         if let Some((pt, pidx, d)) = parent {
             // Only IGNORED bits change: no sync needed for the walker.
-            pt.set(pidx, with_count(d, table_count(d) + 1));
+            pt.set(pidx, count_up(d));
         }
         true
     }
@@ -1281,12 +1281,11 @@ impl<M: TableMemory> IoPageTable<M> {
             return None;
         }
         if let Some((pt, pidx, d)) = parent {
-            let left = table_count(d).saturating_sub(1);
-            if left == 0 && !self.retain {
+            if !self.retain && table_count(d) <= 1 {
                 return None;
             }
             // Only IGNORED bits change: no sync needed for the walker.
-            pt.set(pidx, with_count(d, left));
+            pt.set(pidx, count_down(d));
         }
         t.set(idx, 0);
         self.sync(t, idx, 1);

@@ -314,6 +314,11 @@ fn table_descriptor_bits() {
         assert_eq!(d & ADDR_MASK, 0xffff_ffff_f000);
         assert_eq!(d & 3, 3);
         assert_eq!(d & (0x7 << 8 | 1 << 11 | 0x1f << 59), 0, "count leaked into other bits");
+        // The one-step updates agree with the general ones, carries and borrows included.
+        if c < 16383 {
+            assert_eq!(count_up(d), table_desc(0xffff_ffff_f000, c + 1), "up from {c}");
+        }
+        assert_eq!(count_down(d), table_desc(0xffff_ffff_f000, c.saturating_sub(1)), "down from {c}");
     }
 }
 
