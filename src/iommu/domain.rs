@@ -790,28 +790,59 @@ fn flush_gather(
         Stage::S2 => Command::TlbiS12Vmall { vmid },
         _ => Command::TlbiNhAsid { asid, vmid: if nested { vmid } else { 0 } },
     };
-    // On the stack: a strict unmap is on the DMA API's hot path, a heap Vec is not free.
-    let mut cmds = [all; TLBI_MAX_OPS + 1];
-    let mut n = 0;
+    // A strict unmap is on the DMA API's hot path: its one or two commands stay on the
+    // stack (a heap Vec is not free, and neither is filling a stack array of them all).
+    let mut cmds = CmdBuf::new(all);
     let plan = plan_range_tlbi(g.start, g.end - g.start, pg_log2, 12, ril);
     for op in plan {
-        if n == TLBI_MAX_OPS {
+        if cmds.len() == TLBI_MAX_OPS {
             // Too many range commands: invalidate everything of the ASID/VMID instead.
             return dev.run(&[all]);
         }
         let range = TlbiRange { num: op.num, scale: op.scale, tg: op.tg, ttl: if g.leaf_only { op.ttl } else { 0 } };
-        cmds[n] = match stage {
+        cmds.push(match stage {
             Stage::S2 => Command::TlbiS2Ipa { vmid, addr: op.addr, leaf: g.leaf_only, range },
             _ => {
                 Command::TlbiNhVa { vmid: if nested { vmid } else { 0 }, asid, addr: op.addr, leaf: g.leaf_only, range }
             }
-        };
-        n += 1;
+        });
     }
     if stage == Stage::S2 && nested {
         // Combined stage-1+2 entries may hold the old IPA->PA result.
-        cmds[n] = Command::TlbiNhAll { vmid };
-        n += 1;
+        cmds.push(Command::TlbiNhAll { vmid });
     }
-    dev.run(&cmds[..n])
+    dev.run(cmds.as_slice())
+}
+
+/// Commands for one invalidation: the first few on the stack, more on the heap.
+struct CmdBuf {
+    inline: [Command; 4],
+    len: usize,
+    heap: Vec<Command>,
+}
+
+impl CmdBuf {
+    fn new(fill: Command) -> CmdBuf {
+        CmdBuf { inline: [fill; 4], len: 0, heap: Vec::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, c: Command) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = c;
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.inline);
+            }
+            self.heap.push(c);
+        }
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[Command] {
+        if self.heap.is_empty() { &self.inline[..self.len] } else { &self.heap }
+    }
 }

@@ -341,15 +341,18 @@ impl SmmuV3 {
     }
 
     /// Write commands into the queue (waiting for space), then ring the doorbell once.
-    fn submit(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
+    /// `cmds`, then `last` if any, as one sequence (no copy of the caller's commands).
+    fn submit(&mut self, cmds: &[Command], last: Option<Command>) -> Result<(), SmmuError> {
         let ix = self.cmdq.ix;
+        let len = cmds.len() + usize::from(last.is_some());
+        let at = |i: usize| if i < cmds.len() { Some(cmds[i]) } else { last.filter(|_| i == cmds.len()) };
         let mut i = 0;
-        while i < cmds.len() {
+        while i < len {
             // Space. The CONS we cached (at the last CMD_SYNC) is never ahead of the SMMU's:
             // when it already shows room for the rest, no register read is needed (a strict
             // unmap then costs one PROD write and one CONS read). Otherwise refresh CONS
             // until there is room (bounded).
-            if (ix.space(self.cmdq.prod, self.cmdq.cons) as usize) < cmds.len() - i {
+            if (ix.space(self.cmdq.prod, self.cmdq.cons) as usize) < len - i {
                 let d = Deadline::after_ms(SYNC_TIMEOUT_MS);
                 loop {
                     self.read_cons();
@@ -364,8 +367,8 @@ impl SmmuV3 {
             }
             let start = self.cmdq.prod;
             let mut n = 0;
-            while i < cmds.len() && !ix.is_full(self.cmdq.prod, self.cmdq.cons) {
-                let w = cmds[i].encode();
+            while let Some(c) = at(i).filter(|_| !ix.is_full(self.cmdq.prod, self.cmdq.cons)) {
+                let w = c.encode();
                 let slot = self.cmdq.slot(self.cmdq.prod) as *mut u64;
                 // SAFETY: the slot is inside our command queue and not owned by the
                 // SMMU (the queue is not full between CONS and PROD).
@@ -433,20 +436,10 @@ impl SmmuV3 {
     /// Allocation-free for up to `STACK_BATCH - 1` commands: interrupt handlers (the
     /// lazy-flush timer) use it, and so does every strict unmap.
     pub fn run(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
-        const STACK_BATCH: usize = 16;
         let by_irq = self.sync_by_irq();
         let sync = if by_irq { SYNC_IRQ } else { Command::sync_none() };
         let irqs_before = self.irq.sync.load(Ordering::SeqCst);
-        if cmds.len() < STACK_BATCH {
-            let mut batch = [sync; STACK_BATCH];
-            batch[..cmds.len()].copy_from_slice(cmds);
-            self.submit(&batch[..=cmds.len()])?;
-        } else {
-            let mut batch: Vec<Command> = Vec::with_capacity(cmds.len() + 1);
-            batch.extend_from_slice(cmds);
-            batch.push(sync);
-            self.submit(&batch)?;
-        }
+        self.submit(cmds, Some(sync))?;
         self.stats.syncs += 1;
         let target = self.cmdq.prod;
         if by_irq {
