@@ -628,8 +628,11 @@ impl<M: TableMemory> IoPageTable<M> {
         if iova >> g.ias != 0 {
             return None;
         }
-        let mut level = g.start;
-        let mut t = self.root();
+        let (mut level, mut t) = (g.start, self.root());
+        // A page table the last one-page map or unmap walked to covers `iova`: start there.
+        if g.start < LEAF_LEVEL && self.walk_cache.key == iova >> g.shift(LEAF_LEVEL - 1) {
+            (level, t) = (LEAF_LEVEL, self.walk_cache.leaf);
+        }
         loop {
             let d = t.get(g.index(level, iova));
             let size = g.entry_size(level);

@@ -1401,6 +1401,8 @@ fn walk_cache_forgets_unlinked_tables() {
         let mut g = Gather::new();
         assert_eq!(p.unmap(iova, 2 * MIB, &mut g).unwrap(), 2 * K4);
         assert!(!g.leaf_only, "the L3 table was detached");
+        // A detached table keeps its entries until freed: a stale cache would still read them.
+        assert_eq!(p.iova_to_phys(iova + K4), None, "walked into a detached table");
         if complete_first {
             p.complete(&mut g).unwrap();
         }
