@@ -3,7 +3,7 @@
 //! that invalidates it, or the device could reach the new buffer through a stale entry.
 //!
 //! One exception is safe, and this queue serves it: mapping *the same pages with the same
-//! attributes* again may take back a waiting IOVA ([`FlushQueue::take_identical`]).
+//! attributes* again may take back a waiting IOVA (`FlushQueue::take_identical`).
 //! Whatever the SMMU's TLB still holds for that IOVA is then exactly the new mapping, so no
 //! invalidation is owed for it. The map allocates no IOVA, and the device's TLB entry keeps
 //! translating: drivers that map the same buffers again and again (buffer pools, bounce
@@ -11,8 +11,8 @@
 //! (marked) until it is drained or compacted, but they are never freed.
 //!
 //! The same reasoning tells when an invalidation is owed at all: only for ranges unmapped
-//! since the last one and not taken back since ([`FlushQueue::stale`]). A queue whose every
-//! range was taken back owes nothing and frees nothing: [`FlushQueue::compact`] drops those
+//! since the last one and not taken back since (`FlushQueue::stale`). A queue whose every
+//! range was taken back owes nothing and frees nothing: `FlushQueue::compact` drops those
 //! entries instead of flushing (a buffer cycled through map and unmap then never makes the
 //! SMMU drop its TLB entries, the rings' included).
 //!

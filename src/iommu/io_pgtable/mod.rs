@@ -14,7 +14,9 @@
 //!   table whole (one scan, no per-entry writes).
 //! * One page or one block (the DMA API's common case) whose tables exist, and stay linked on
 //!   unmap, takes a straight walk and one store (`map_one`, `unmap_one`); anything else,
-//!   errors included, the general path.
+//!   errors included, the general path. For pages the walk is usually skipped: the last
+//!   page table such a walk reached, and the entry pointing to it, are remembered
+//!   (`WalkCache`) until any table leaves the tree.
 //! * No heap allocation at all: tables allocated ahead of an operation and tables awaiting
 //!   their deferred free are linked through their own entry 0. `tests/bench_pgtable.rs`
 //!   (`make bench-host`) times all this against `aarch64-paging`.
