@@ -7,7 +7,7 @@
 use crate::arch::cache;
 use crate::arch::smp::{MAX_CPUS, this_cpu};
 use crate::iommu::domain::{Domain, DomainType, IOMMU, Iommu, IommuError, MasterId, Stage};
-use crate::iommu::io_pgtable::{Granule, PgtError, Prot};
+use crate::iommu::io_pgtable::{Gather, Granule, PgtError, Prot};
 use crate::iommu::registry;
 use crate::irq::timer::Timer;
 use crate::mm::{PAGE_SIZE, frames};
@@ -335,8 +335,11 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
     }
     d.unmap_lazy(start, size).map_err(not_mapped)?;
     // A full queue first lets go of what identical maps took back (nothing is owed for
-    // those); it flushes when half a batch or more really waits.
-    if d.flush_queue.len() >= LAZY_BATCH && d.flush_queue.compact() >= LAZY_BATCH / 2 {
+    // those); it flushes when half a batch or more really waits, or tables detached by the
+    // batch's unmaps wait to be freed (so they never outlive one batch).
+    if d.flush_queue.len() >= LAZY_BATCH
+        && (d.flush_queue.compact() >= LAZY_BATCH / 2 || d.lazy.as_ref().is_some_and(Gather::needs_complete))
+    {
         io.flush_lazy(did)?;
     } else if FLUSH_TIMER_UP.load(Ordering::Relaxed) {
         // This CPU's timer; its handler clears the flag on this CPU, so no deferred unmap

@@ -34,6 +34,7 @@ pub static TESTS: &[Test] = &[
     Test { suite: "dma", name: "dma_mask", run: dma_mask },
     Test { suite: "dma", name: "api_misuse", run: api_misuse },
     Test { suite: "dma", name: "lazy_unmap_batches", run: lazy_batches },
+    Test { suite: "dma", name: "lazy_batch_frees_detached_tables", run: lazy_batch_frees_detached_tables },
     Test { suite: "dma", name: "lazy_flush_timeout", run: lazy_flush_timeout },
     Test { suite: "dma", name: "lazy_identical_remap", run: lazy_identical_remap },
     Test { suite: "dma", name: "unmap_sg_one_sync", run: unmap_sg_one_sync },
@@ -764,6 +765,45 @@ fn lazy_batches(_: &Ctx) -> Outcome {
             ensure!(l == 1, "lazy mode issued {l} CMD_SYNCs for {n} unmaps of one page mapped again each time");
             // And the device still works after the lazy churn.
             copy_and_check(e, PAGE)
+        })
+    })
+}
+
+/// Lazy mode, one 2 MiB buffer (pages, not a block) mapped and unmapped over and over: each
+/// unmap detaches its page table and each take-back builds a new one. Although every unmap
+/// is taken back (nothing owed, the queue only compacts), the detached tables are freed at
+/// each batch boundary: the table count stays within a batch's worth.
+fn lazy_batch_frees_detached_tables(_: &Ctx) -> Outcome {
+    with_edu(0, |e| {
+        translated(e, |e| {
+            const LEN: usize = 2 << 20;
+            let buf = some!(Guarded::new(LEN + PAGE), "no memory");
+            // Off a 2 MiB boundary, so the buffer maps as pages below one page table.
+            let pa = if buf.pa % LEN as u64 == 0 { buf.pa + PAGE as u64 } else { buf.pa };
+            let did = some!(domain_of(&e.dma), "no domain");
+            let tables =
+                || IOMMU.lock().domain(did).ok().and_then(|d| d.pgt.as_ref().map(|p| p.tables_in_use())).unwrap_or(0);
+            let was = dma::strict();
+            dma::set_strict(false);
+            let rounds = 3 * dma::LAZY_BATCH;
+            let mut most = 0;
+            let r = (|| -> Result<usize, DmaError> {
+                dma::flush(&e.dma)?;
+                let before = tables();
+                for _ in 0..rounds {
+                    let d = dma::map_single(&e.dma, pa, LEN, Direction::ToDevice)?;
+                    dma::unmap_single(&e.dma, d, LEN, Direction::ToDevice)?;
+                    most = most.max(tables());
+                }
+                dma::flush(&e.dma)?;
+                Ok(before)
+            })();
+            dma::set_strict(was);
+            let before = tri!(r, "lazy 2 MiB cycle");
+            let bound = before + dma::LAZY_BATCH + 2;
+            ensure!(most <= bound, "{most} page tables during {rounds} lazy cycles ({before} before, bound {bound})");
+            ensure!(tables() <= before + 1, "{} page tables after the flush, {before} before", tables());
+            Outcome::Pass
         })
     })
 }
