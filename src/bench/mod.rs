@@ -62,6 +62,14 @@ fn invalidation(pages: u64, ril: bool) -> Result<(u64, u64, u64, u64), String> {
     r
 }
 
+/// One map and unmap of the page at `pa` for the device to read: a round of the DMA API
+/// latency loops (inlined, so the loops time what they timed before it was shared).
+#[inline(always)]
+fn map_unmap_page(dev: &DmaDevice, pa: u64) -> Result<(), String> {
+    let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("map: {e}"))?;
+    dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("unmap: {e}"))
+}
+
 /// Median ns of one map+unmap of a page for `dev`, deferred unmaps completed after. The
 /// page is `pas[i % pas.len()]` in round `i`: one page (the loop; in lazy mode its
 /// waiting IOVA is taken back), or more than a lazy batch of pages (a fresh IOVA each map).
@@ -70,8 +78,7 @@ fn map_unmap_latency(dev: &DmaDevice, pas: &[u64], rounds: u64) -> Result<u64, S
     let r = ns_per_call(rounds, &mut || {
         let pa = pas[i % pas.len()];
         i += 1;
-        let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
-        dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))
+        map_unmap_page(dev, pa)
     });
     dma::flush(dev).map_err(|e| alloc::format!("{e}"))?;
     r
@@ -961,9 +968,7 @@ fn map_unmap_loop(dev: &DmaDevice, mode: Mode, n: u64, fresh: bool) -> Result<u6
     let r = modes.set(mode).and_then(|()| {
         let t0 = timer::ticks();
         for i in 0..n as usize {
-            let pa = pas[i % pas.len()];
-            let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
-            dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|e| alloc::format!("{e}"))?;
+            map_unmap_page(dev, pas[i % pas.len()])?;
         }
         let t = timer::ticks() - t0;
         dma::flush(dev).map_err(|e| alloc::format!("{e}"))?;
@@ -1087,8 +1092,7 @@ fn latency_breakdown(dev: &DmaDevice, pa: u64) -> Result<Vec<(&'static str, u64)
     out.push(("map_single", median(maps)));
     out.push(("unmap_single", median(unmaps)));
     let flush = || {
-        let d = dma::map_single(dev, pa, 4096, Direction::ToDevice).map_err(|x| e(&x))?;
-        dma::unmap_single(dev, d, 4096, Direction::ToDevice).map_err(|x| e(&x))?;
+        map_unmap_page(dev, pa)?;
         let t = timer::ticks();
         dma::flush(dev).map_err(|x| e(&x))?;
         Ok::<u64, String>(timer::ticks() - t)

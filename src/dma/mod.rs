@@ -318,7 +318,7 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
         }
         Route::Translated(d) => d,
     };
-    let (start, size) = take_back(d, dev, dma, len, dir)?.ok_or(DmaError::NotMapped { dma })?;
+    let (start, size) = unmap_target(d, dev, dma, len, dir)?.ok_or(DmaError::NotMapped { dma })?;
     // In lazy mode an IOVA waiting for its flush still "exists": a second unmap finds it
     // allocated but no longer mapped (map_single maps every allocation at once), which the
     // table unmap itself reports, before it changes anything.
@@ -356,7 +356,7 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
 /// The start and size of the IOVA allocation that holds the device's `(dma, len)` in DMA
 /// domain `d` (None: nothing is allocated there), with the CPU's stale cached copies of the
 /// buffer dropped first when `dir` needs it: the first step of every unmap.
-fn take_back(
+fn unmap_target(
     d: &Domain,
     dev: &DmaDevice,
     dma: u64,
@@ -445,7 +445,7 @@ fn unmap_sg_batched(
             note(DmaError::ZeroSize);
             continue;
         }
-        let Some((start, size)) = take_back(io.domain(did)?, dev, dma, len, dir)? else {
+        let Some((start, size)) = unmap_target(io.domain(did)?, dev, dma, len, dir)? else {
             note(DmaError::NotMapped { dma });
             continue;
         };

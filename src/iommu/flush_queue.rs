@@ -64,9 +64,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct FlushQueue {
     entries: Vec<Entry>,
-    /// Open addressing by `pa`: entry index + 1, or EMPTY. Never emptied but by `drain`
-    /// (a slot naming a taken entry is reused by the next push that probes it), so it
-    /// fills at most SLOTS / 2 slots.
+    /// Open addressing by `pa`: entry index + 1, or EMPTY. Emptied only by `drain` and
+    /// `compact` (a slot naming a taken entry is reused by the next entry indexed there),
+    /// so it fills at most SLOTS / 2 slots.
     index: Vec<u16>,
     indexed: usize,
     /// Entries before this one went through `index_entry` (pushes are indexed lazily, by
@@ -99,8 +99,8 @@ impl FlushQueue {
         }
     }
 
-    /// Unmaps queued since the last drain, taken back or not (the batch size that bounds
-    /// lazy mode counts them all).
+    /// Unmaps queued since the last drain or compaction, taken back or not (what fills a
+    /// lazy batch).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -136,9 +136,7 @@ impl FlushQueue {
             return self.untaken;
         }
         self.entries.retain(|e| !e.taken);
-        self.index.fill(EMPTY);
-        self.indexed = 0;
-        self.index_upto = 0;
+        self.clear_index();
         self.untaken
     }
 
@@ -150,6 +148,15 @@ impl FlushQueue {
         self.entries.push(Entry { w, taken: false, epoch: self.epoch });
         self.untaken += 1;
         self.stale += 1;
+    }
+
+    /// Forget every indexed entry (their places in `entries` change or end).
+    fn clear_index(&mut self) {
+        if self.indexed > 0 {
+            self.index.fill(EMPTY);
+            self.indexed = 0;
+        }
+        self.index_upto = 0;
     }
 
     /// Index the entries pushed since the last lookup that needed the index.
@@ -171,7 +178,7 @@ impl FlushQueue {
         // The first slot that is empty or names a taken entry: a buffer mapped and unmapped
         // over and over keeps one slot instead of lengthening its probe chain every time.
         // Within MAX_PROBE of home, or not indexed: the same pages unmapped many times
-        // over (one buffer mapped for many descriptors) must not make every push and
+        // over (one buffer mapped for many descriptors) must not make every indexing and
         // lookup walk a long chain.
         let mut s = FlushQueue::home(w.pa);
         for _ in 0..MAX_PROBE {
@@ -241,11 +248,7 @@ impl FlushQueue {
                 free(e.w.iova);
             }
         }
-        if self.indexed > 0 {
-            self.index.fill(EMPTY);
-            self.indexed = 0;
-        }
-        self.index_upto = 0;
+        self.clear_index();
         self.untaken = 0;
         self.stale = 0;
         self.epoch += 1;

@@ -95,11 +95,6 @@ struct Stash {
     len: usize,
 }
 
-/// One I/O address space: a VMSAv8-64 translation table tree in [`TableMemory`].
-///
-/// Dropping it frees every table, the root included; the driver must first make sure the SMMU
-/// no longer uses it (CD/STE invalidated and synced) and must have `complete`d its gathers
-/// (tables still queued in a gather are leaked, not freed twice).
 /// A leaf entry, as [`IoPageTable::leaf`] finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leaf {
@@ -111,6 +106,11 @@ pub struct Leaf {
     pub attrs: u64,
 }
 
+/// One I/O address space: a VMSAv8-64 translation table tree in [`TableMemory`].
+///
+/// Dropping it frees every table, the root included; the driver must first make sure the SMMU
+/// no longer uses it (CD/STE invalidated and synced) and must have `complete`d its gathers
+/// (tables still queued in a gather are leaked, not freed twice).
 pub struct IoPageTable<M: TableMemory> {
     cfg: Config,
     geo: Geometry,

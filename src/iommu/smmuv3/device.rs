@@ -340,12 +340,12 @@ impl SmmuV3 {
         }
     }
 
-    /// Write commands into the queue (waiting for space), then ring the doorbell once.
-    /// `cmds`, then `last` if any, as one sequence (no copy of the caller's commands).
-    fn submit(&mut self, cmds: &[Command], last: Option<Command>) -> Result<(), SmmuError> {
+    /// Write `cmds` and then `sync` into the queue (waiting for space; the caller's
+    /// commands are not copied), then ring the doorbell once.
+    fn submit(&mut self, cmds: &[Command], sync: Command) -> Result<(), SmmuError> {
         let ix = self.cmdq.ix;
-        let len = cmds.len() + usize::from(last.is_some());
-        let at = |i: usize| if i < cmds.len() { Some(cmds[i]) } else { last.filter(|_| i == cmds.len()) };
+        let len = cmds.len() + 1;
+        let at = |i: usize| if i < cmds.len() { Some(cmds[i]) } else { Some(sync).filter(|_| i == cmds.len()) };
         let mut i = 0;
         while i < len {
             // Space. The CONS we cached (at the last CMD_SYNC) is never ahead of the SMMU's:
@@ -433,13 +433,13 @@ impl SmmuV3 {
     }
 
     /// Submit `cmds` followed by one CMD_SYNC and wait until the SMMU consumed it.
-    /// Allocation-free for up to `STACK_BATCH - 1` commands: interrupt handlers (the
-    /// lazy-flush timer) use it, and so does every strict unmap.
+    /// Allocation-free: interrupt handlers (the lazy-flush timer) use it, and so does every
+    /// strict unmap.
     pub fn run(&mut self, cmds: &[Command]) -> Result<(), SmmuError> {
         let by_irq = self.sync_by_irq();
         let sync = if by_irq { SYNC_IRQ } else { Command::sync_none() };
         let irqs_before = self.irq.sync.load(Ordering::SeqCst);
-        self.submit(cmds, Some(sync))?;
+        self.submit(cmds, sync)?;
         self.stats.syncs += 1;
         let target = self.cmdq.prod;
         if by_irq {
