@@ -4,7 +4,8 @@ prints one table (metric, ours, peer, ratio) and writes build/bench.json.
 
 In QEMU: invalidation counts and DMA API latency (strict, lazy vs bypass in one boot); the
 latency again in guest instructions (a boot under -icount shift=0, where the generic timer
-counts one ns per instruction: exact, unlike the host's time); then throughput in one more boot (-cpu max -smp 2 -m 2G, virtio-blk iommu_platform=on):
+counts one ns per instruction: exact, unlike the host's time); then throughput in one more
+boot (-cpu max -smp 2 -m 2G, virtio-blk iommu_platform=on):
 a 64 MiB virtio-blk disk read in 4 KiB and 64 KiB requests, and edu transfers, with the
 kernel switching the device between strict, lazy and bypass (an identity domain) in
 interleaved passes. The kernel reports median seconds per mode and the throughput ratio
