@@ -32,7 +32,9 @@ pub struct Deadline(u64);
 
 impl Deadline {
     pub fn after_us(us: u64) -> Self {
-        Deadline(ticks().saturating_add((us as u128 * freq() as u128 / 1_000_000) as u64))
+        // u64 is enough: it saturates only past 5 hours at 1 GHz, and a saturated product
+        // still means "far away". (A u128 product needs a division call on aarch64.)
+        Deadline(ticks().saturating_add(us.saturating_mul(freq()) / 1_000_000))
     }
     pub fn after_ms(ms: u64) -> Self {
         Self::after_us(ms.saturating_mul(1000))

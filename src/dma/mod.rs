@@ -287,9 +287,11 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
     {
         return Ok(iova + off);
     }
-    let a = d.iova.as_mut().ok_or(IommuError::NotTranslated(d.id))?;
+    // let-else, not `ok_or`: these run on every map, and `ok_or` would build and drop an
+    // error each time.
+    let Some(a) = d.iova.as_mut() else { return Err(IommuError::NotTranslated(d.id).into()) };
     let iova = a.alloc(size, dev.mask).map_err(IommuError::from)?;
-    let pgt = d.pgt.as_mut().ok_or(IommuError::NotTranslated(d.id))?;
+    let Some(pgt) = d.pgt.as_mut() else { return Err(IommuError::NotTranslated(d.id).into()) };
     if let Err(e) = pgt.map(iova, pa - off, size, prot(dir)) {
         if let Some(a) = d.iova.as_mut() {
             let _ = a.free(iova);
@@ -330,7 +332,8 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
     if strict() {
         io.unmap(did, start, size).map_err(not_mapped)?;
         let d = io.domain(did)?;
-        d.iova.as_mut().ok_or(IommuError::NotTranslated(did))?.free(start).map_err(IommuError::from)?;
+        let Some(a) = d.iova.as_mut() else { return Err(IommuError::NotTranslated(did).into()) };
+        a.free(start).map_err(IommuError::from)?;
         return Ok(());
     }
     d.unmap_lazy(start, size).map_err(not_mapped)?;

@@ -8,7 +8,7 @@ use super::io_pgtable::{Config, Gather, Granule, IoPageTable, PgtError, Prot, St
 use super::iova::{IovaAllocator, IovaError};
 use super::registry::{self, REGISTRY};
 use super::smmuv3::cd::{Cd, CdCfg, CdGranule};
-use super::smmuv3::cmd::{Command, TlbiRange, plan_range_tlbi};
+use super::smmuv3::cmd::{Command, RangeOp, TlbiRange, plan_range_tlbi};
 use super::smmuv3::device::{SmmuError, SmmuV3};
 use super::smmuv3::ste::{Cacheability, S1Cfg, S2Cfg, S2Granule, Shareability, Ste};
 use crate::iommu::hwmem::HwMem;
@@ -157,7 +157,7 @@ impl Domain {
     /// reuse) waits for `flush_lazy`, unless the same mapping is made again meanwhile
     /// (`map_lazy_identical`).
     pub fn unmap_lazy(&mut self, iova: u64, size: u64) -> Result<u64, IommuError> {
-        let pgt = self.pgt.as_mut().ok_or(IommuError::NotTranslated(self.id))?;
+        let Some(pgt) = self.pgt.as_mut() else { return Err(IommuError::NotTranslated(self.id)) };
         let g = self.lazy.get_or_insert_with(Gather::new);
         // What the TLB may still hold for it: the mapping that may take the IOVA back.
         let page = (size == self.granule.size()).then(|| pgt.unmap_page(iova, g)).flatten();
@@ -269,7 +269,12 @@ fn walk_attrs(coherent: bool) -> (Cacheability, Shareability) {
 
 impl Iommu {
     pub fn domain(&mut self, id: DomainId) -> Result<&mut Domain, IommuError> {
-        self.domains.get_mut(id).and_then(|d| d.as_mut()).ok_or(IommuError::NoSuchDomain(id))
+        // Not `ok_or`: that builds the error on every call and drops it again (measured on
+        // the DMA API's hot path), where a `match` builds it only when needed.
+        match self.domains.get_mut(id) {
+            Some(Some(d)) => Ok(d),
+            _ => Err(IommuError::NoSuchDomain(id)),
+        }
     }
 
     /// Register a master (its StreamIDs on SMMU `smmu`) in a group of its own, or in
@@ -398,7 +403,7 @@ impl Iommu {
                     }
                 };
                 let pgt = d.pgt.as_ref().ok_or(IommuError::NoMemory("page table"))?;
-                let tcr = pgt.s1_tcr().ok_or(IommuError::Config("stage-1 table without TCR".into()))?;
+                let tcr = pgt.s1_tcr().ok_or_else(|| IommuError::Config("stage-1 table without TCR".into()))?;
                 let (c, sh) = walk_attrs(mem.coherent);
                 let mut cc = CdCfg::new_4k(d.asid, pgt.root_pa(), tcr.t0sz, tcr.ips, pgt.mair());
                 cc.tg0 = match granule {
@@ -450,7 +455,7 @@ impl Iommu {
             s
         };
         let s2 = |pgt: &Pgt| -> Result<S2Cfg, IommuError> {
-            let v = pgt.s2_vtcr().ok_or(IommuError::Config("stage-2 table without VTCR".into()))?;
+            let v = pgt.s2_vtcr().ok_or_else(|| IommuError::Config("stage-2 table without VTCR".into()))?;
             let mut s = S2Cfg::new_4k(d.vmid, pgt.root_pa(), v.t0sz, v.sl0, v.ps);
             s.tg = match d.granule {
                 Granule::K4 => S2Granule::G4K,
@@ -465,10 +470,12 @@ impl Iommu {
         Ok(match (d.ty, d.stage) {
             (DomainType::Blocked, _) => Ste::abort(),
             (DomainType::Identity, _) => Ste::bypass(),
-            (_, Stage::S1) => Ste::s1(&s1(d.cd_pa.ok_or(IommuError::Config("no CD".into()))?)).map_err(cfg_err)?,
+            (_, Stage::S1) => {
+                Ste::s1(&s1(d.cd_pa.ok_or_else(|| IommuError::Config("no CD".into()))?)).map_err(cfg_err)?
+            }
             (_, Stage::S2) => Ste::s2(&s2(d.pgt.as_ref().ok_or(IommuError::NotTranslated(d.id))?)?).map_err(cfg_err)?,
             (_, Stage::Nested) => Ste::nested(
-                &s1(d.cd_pa.ok_or(IommuError::Config("no CD".into()))?),
+                &s1(d.cd_pa.ok_or_else(|| IommuError::Config("no CD".into()))?),
                 &s2(d.s2.as_ref().ok_or(IommuError::NotTranslated(d.id))?)?,
             )
             .map_err(cfg_err)?,
@@ -549,8 +556,12 @@ impl Iommu {
     /// Move every master of `group` into domain `did` (their STEs are rewritten in
     /// place, hitless where the spec allows).
     pub fn attach_group(&mut self, group: GroupId, did: DomainId) -> Result<(), IommuError> {
-        let masters =
-            self.groups.get(group).ok_or(IommuError::Config(alloc::format!("no group {group}")))?.masters.clone();
+        let masters = self
+            .groups
+            .get(group)
+            .ok_or_else(|| IommuError::Config(alloc::format!("no group {group}")))?
+            .masters
+            .clone();
         let d = self.domains.get(did).and_then(|d| d.as_ref()).ok_or(IommuError::NoSuchDomain(did))?;
         let mut reg = REGISTRY.lock();
         for &m in &masters {
@@ -674,13 +685,16 @@ impl Iommu {
     ) -> Result<R, IommuError> {
         let d = self.domain(did)?;
         let (asid, vmid, smmu, stage) = (d.asid, d.vmid, d.smmu, d.stage);
-        let pgt = if s2 { d.s2.as_mut() } else { d.pgt.as_mut() }.ok_or(IommuError::NotTranslated(did))?;
+        let Some(pgt) = (if s2 { d.s2.as_mut() } else { d.pgt.as_mut() }) else {
+            return Err(IommuError::NotTranslated(did));
+        };
         let mut g = Gather::new();
         let out = unmaps(pgt, &mut g)?;
         let table_stage = if s2 || stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
         let nested = stage == Stage::Nested;
-        let r = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid))
-            .ok_or(IommuError::NoSuchSmmu(smmu))?;
+        let Some(r) = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid)) else {
+            return Err(IommuError::NoSuchSmmu(smmu));
+        };
         // Even if the invalidation failed, finish the gather so no table leaks.
         pgt.complete(&mut g)?;
         r?;
@@ -790,22 +804,32 @@ fn flush_gather(
         Stage::S2 => Command::TlbiS12Vmall { vmid },
         _ => Command::TlbiNhAsid { asid, vmid: if nested { vmid } else { 0 } },
     };
-    // A strict unmap is on the DMA API's hot path: its one or two commands stay on the
-    // stack (a heap Vec is not free, and neither is filling a stack array of them all).
-    let mut cmds = CmdBuf::new(all);
-    let plan = plan_range_tlbi(g.start, g.end - g.start, pg_log2, 12, ril);
-    for op in plan {
-        if cmds.len() == TLBI_MAX_OPS {
-            // Too many range commands: invalidate everything of the ASID/VMID instead.
-            return dev.run(&[all]);
-        }
+    let tlbi = |op: RangeOp| {
         let range = TlbiRange { num: op.num, scale: op.scale, tg: op.tg, ttl: if g.leaf_only { op.ttl } else { 0 } };
-        cmds.push(match stage {
+        match stage {
             Stage::S2 => Command::TlbiS2Ipa { vmid, addr: op.addr, leaf: g.leaf_only, range },
             _ => {
                 Command::TlbiNhVa { vmid: if nested { vmid } else { 0 }, asid, addr: op.addr, leaf: g.leaf_only, range }
             }
-        });
+        }
+    };
+    let mut plan = plan_range_tlbi(g.start, g.end - g.start, pg_log2, 12, ril);
+    let first = plan.next();
+    if plan.is_done() && !(stage == Stage::S2 && nested) {
+        // The common case (any size, given RIL): one command, and no buffer to fill.
+        return match first {
+            Some(op) => dev.run(&[tlbi(op)]),
+            None => dev.run(&[]),
+        };
+    }
+    // A strict unmap is on the DMA API's hot path: its few commands stay on the stack.
+    let mut cmds = CmdBuf::new(all);
+    for op in first.into_iter().chain(plan) {
+        if cmds.len() == TLBI_MAX_OPS {
+            // Too many range commands: invalidate everything of the ASID/VMID instead.
+            return dev.run(&[all]);
+        }
+        cmds.push(tlbi(op));
     }
     if stage == Stage::S2 && nested {
         // Combined stage-1+2 entries may hold the old IPA->PA result.

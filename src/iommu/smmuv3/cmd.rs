@@ -477,6 +477,13 @@ pub struct RangePlan {
     step_log2: u32,
 }
 
+impl RangePlan {
+    /// No command left to plan.
+    pub fn is_done(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
 impl Iterator for RangePlan {
     type Item = RangeOp;
 
@@ -558,7 +565,9 @@ pub fn plan_range_tlbi(start: u64, size: u64, granule_log2: u8, leaf_pgsize_log2
 /// above them, and the overflow flag in bit 31 (Q_OVF) which index updates preserve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueIndex {
-    pub log2size: u8,
+    log2size: u8,
+    /// `1 << min(log2size, 30)`: every index operation needs it, so it is computed once.
+    entries: u32,
 }
 
 /// Overflow flag of EVENTQ/PRIQ PROD/CONS (and Linux's CMDQ owned flag).
@@ -566,13 +575,16 @@ pub const Q_OVF: u32 = 1 << 31;
 
 impl QueueIndex {
     pub const fn new(log2size: u8) -> QueueIndex {
-        QueueIndex { log2size }
+        let shift = if log2size > 30 { 30 } else { log2size as u32 };
+        QueueIndex { log2size, entries: 1 << shift }
     }
-    fn shift(&self) -> u32 {
-        (self.log2size as u32).min(30)
+    /// The queue's LOG2SIZE as programmed.
+    pub fn log2size(&self) -> u8 {
+        self.log2size
     }
+    #[inline]
     pub fn entries(&self) -> u32 {
-        1 << self.shift()
+        self.entries
     }
     /// Q_IDX: slot number.
     pub fn idx(&self, p: u32) -> u32 {

@@ -321,11 +321,11 @@ impl SmmuV3 {
     }
 
     pub fn cmdq_log2(&self) -> u8 {
-        self.cmdq.ix.log2size
+        self.cmdq.ix.log2size()
     }
 
     pub fn evtq_log2(&self) -> u8 {
-        self.evtq.ix.log2size
+        self.evtq.ix.log2size()
     }
 
     /// Global bypass: turn translation off with GBPA set to bypass (or abort), or back on.
@@ -444,6 +444,11 @@ impl SmmuV3 {
         let target = self.cmdq.prod;
         if by_irq {
             return self.wait_sync_irq(target, irqs_before);
+        }
+        // Look once before starting the clock: an SMMU that consumed the commands while
+        // PROD was written (QEMU's does) costs no timer reads.
+        if self.sync_reached(target) {
+            return Ok(());
         }
         let d = Deadline::after_ms(SYNC_TIMEOUT_MS);
         loop {

@@ -33,6 +33,6 @@ impl Queue {
 
     /// Q_BASE register value: RA=1, ADDR, LOG2SIZE.
     pub fn base_reg(&self) -> u64 {
-        (1 << 62) | (self.pa & 0x000f_ffff_ffff_ffe0) | self.ix.log2size as u64
+        (1 << 62) | (self.pa & 0x000f_ffff_ffff_ffe0) | self.ix.log2size() as u64
     }
 }
