@@ -8,7 +8,7 @@ BOARD     ?= qemu-virt
 BOOTARGS  ?=
 OBJCOPY   := $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 
-.PHONY: all setup build run test image bench profile soak host-test dt-report clippy fmt clean
+.PHONY: all setup build run test image bench profile profile-qemu soak host-test dt-report clippy fmt clean
 
 all: build
 
@@ -49,6 +49,9 @@ bench: setup build
 # llvm-symbolizer; PROFILE_ARGS="--modes strict,lazy,bypass --fresh --lines" for more).
 profile: setup build
 	python3 tests/profile/profile.py $(PROFILE_ARGS)
+
+profile-qemu: setup build
+	python3 tests/profile/qemu_cost.py $(PROFILE_ARGS)
 
 soak: setup build
 	python3 tests/run.py --no-host --soak
