@@ -261,12 +261,9 @@ pub fn map_single(dev: &DmaDevice, pa: u64, len: usize, dir: Direction) -> Resul
     }
     sync_for_device(dev, pa, len, dir);
     // The direct path: DMA address == physical address, within the mask.
-    let direct = || {
-        let end = pa.checked_add(len as u64 - 1).ok_or(DmaError::BeyondMask { addr: pa, len, mask: dev.mask })?;
-        if end > dev.mask {
-            return Err(DmaError::BeyondMask { addr: pa, len, mask: dev.mask });
-        }
-        Ok(pa)
+    let direct = || match pa.checked_add(len as u64 - 1) {
+        Some(end) if end <= dev.mask => Ok(pa),
+        _ => Err(DmaError::BeyondMask { addr: pa, len, mask: dev.mask }),
     };
     let Some(m) = dev.master else { return direct() };
     let mut io = IOMMU.lock();
@@ -320,7 +317,7 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
         }
         Route::Translated(d) => d,
     };
-    let (start, size) = unmap_target(d, dev, dma, len, dir)?.ok_or(DmaError::NotMapped { dma })?;
+    let Some((start, size)) = unmap_target(d, dev, dma, len, dir)? else { return Err(DmaError::NotMapped { dma }) };
     // In lazy mode an IOVA waiting for its flush still "exists": a second unmap finds it
     // allocated but no longer mapped (map_single maps every allocation at once), which the
     // table unmap itself reports, before it changes anything.
@@ -366,7 +363,7 @@ fn unmap_target(
     len: usize,
     dir: Direction,
 ) -> Result<Option<(u64, u64)>, IommuError> {
-    let a = d.iova.as_ref().ok_or(IommuError::NotTranslated(d.id))?;
+    let Some(a) = d.iova.as_ref() else { return Err(IommuError::NotTranslated(d.id)) };
     let g = d.granule.size();
     let Some(found) = a.find_sized(dma, (dma & (g - 1)) + len as u64) else { return Ok(None) };
     // The table walk is only worth it when there is cache maintenance to do.
