@@ -72,6 +72,8 @@ dt-report:
 clippy:
 	cargo clippy --features kernel --bins --lib -- -D warnings
 	cargo clippy --features std --target $(HOST) --lib --bins --tests -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --features kernel --lib --bins
+	RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --features std --target $(HOST) --lib
 
 fmt:
 	cargo fmt --check

@@ -4,11 +4,11 @@
 //! Three pieces bridge the crate to the kernel:
 //! - [`VirtioHal`], the crate's `Hal`: `dma_alloc` is `dma::alloc_coherent`, `share` is
 //!   `dma::map_single`. `Hal` methods are static, so the device they serve is the *active
-//!   slot*: every call into the crate is made inside [`enter`], which takes the one call lock
+//!   slot*: every call into the crate is made inside `enter`, which takes the one call lock
 //!   and names the slot. Memory already mapped for the device (rings, the request page,
 //!   [`DmaBuf`]s) is not mapped twice: `share` hands out its existing device address.
 //! - [`EcamAccess`], the crate's `ConfigurationAccess` over our ECAM accessor.
-//! - [`Negotiating`], a `Transport` wrapper: the crate's block driver does not know
+//! - `Negotiating`, a `Transport` wrapper: the crate's block driver does not know
 //!   VIRTIO_F_ACCESS_PLATFORM, so the wrapper accepts it when the device offers it (the HAL
 //!   does give DMA-API addresses), hides indirect descriptors (each request is then three
 //!   direct descriptors and needs no mapping besides its data) and event indices (the

@@ -157,10 +157,10 @@ pub fn choose_path(idr0_msi: bool, smmu: &dt::Smmu, gic: Option<&dt::Gic>) -> (I
     }
 }
 
-/// SMMU_*_IRQ_CFG0.ADDR is bits [51:2] of the doorbell.
+/// SMMU_*_IRQ_CFG0.ADDR is bits \[51:2\] of the doorbell.
 pub const IRQ_CFG0_ADDR_MASK: u64 = ((1 << 52) - 1) & !0x3;
-/// SMMU_*_IRQ_CFG2.MemAttr [3:0] = 0b0001, Device-nGnRE (Linux ARM_SMMU_MEMATTR_DEVICE_nGnRE);
-/// SH [5:4] does not apply to Device memory.
+/// SMMU_*_IRQ_CFG2.MemAttr \[3:0\] = 0b0001, Device-nGnRE (Linux ARM_SMMU_MEMATTR_DEVICE_nGnRE);
+/// SH \[5:4\] does not apply to Device memory.
 pub const IRQ_CFG2_MEMATTR_DEVICE_NGNRE: u32 = 0x1;
 
 /// (CFG0, CFG1, CFG2) of an MSI writing `data` to `doorbell` (Linux arm_smmu_write_msi_msg).

@@ -79,7 +79,7 @@ impl ItsCommand {
     }
 }
 
-/// GITS_BASER<n>.Type.
+/// `GITS_BASER<n>.Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BaserType {
     None,
@@ -101,7 +101,7 @@ impl BaserType {
     }
 }
 
-/// Bytes per table entry (GITS_BASER<n>.Entry_Size + 1).
+/// Bytes per table entry (`GITS_BASER<n>.Entry_Size` + 1).
 pub fn baser_entry_size(baser: u64) -> usize {
     (((baser >> 48) & 0x1f) + 1) as usize
 }

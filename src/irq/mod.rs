@@ -33,9 +33,9 @@ pub const SGI_WAKE: u32 = 0;
 
 /// ICC_SGI1R_EL1 for SGI `sgi` (0..15) to the one CPU with affinity `mpidr`, or `None`
 /// if `sgi` is not an SGI or Aff0 >= 16 needs a range selector the CPU interface lacks.
-/// Fields (GICv3 spec, ICC_SGI1R_EL1): TargetList [15:0] (bit Aff0 % 16), Aff1 [23:16],
-/// INTID [27:24], Aff2 [39:32], IRM [40] = 0 (the list, not "all but me"),
-/// RS [47:44] (Aff0 / 16), Aff3 [55:48].
+/// Fields (GICv3 spec, ICC_SGI1R_EL1): TargetList \[15:0\] (bit Aff0 % 16), Aff1 \[23:16\],
+/// INTID \[27:24\], Aff2 \[39:32\], IRM \[40\] = 0 (the list, not "all but me"),
+/// RS \[47:44\] (Aff0 / 16), Aff3 \[55:48\].
 pub fn sgi1r(sgi: u32, mpidr: u64, range_selector: bool) -> Option<u64> {
     if sgi > 15 {
         return None;
@@ -50,7 +50,7 @@ pub fn sgi1r(sgi: u32, mpidr: u64, range_selector: bool) -> Option<u64> {
 
 /// A GIC interrupt specifier from the device tree (`<type number flags>`, the
 /// binding's `#interrupt-cells = 3` or 4): type 0 is an SPI (INTID 32 + number), type 1 a
-/// PPI (INTID 16 + number); flags bits [3:0] are the trigger (1/2 edge, 4/8 level).
+/// PPI (INTID 16 + number); flags bits \[3:0\] are the trigger (1/2 edge, 4/8 level).
 /// `None` for anything else (extended ranges, partitions, other controllers' formats).
 pub fn gic_spec_to_intid(cells: &[u32]) -> Option<(u32, Trigger)> {
     if !(3..=4).contains(&cells.len()) {

@@ -129,7 +129,7 @@ pub enum MemType {
     Device,
 }
 
-/// Shareability domain of a mapping (SH[1:0]).
+/// Shareability domain of a mapping (SH\[1:0\]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shareability {
     /// Inner shareable (0b11).
@@ -154,7 +154,7 @@ impl Shareability {
 ///
 /// Stage 1 cannot express write-without-read: `write && !read` is mapped read/write.
 /// A mapping with neither read nor write is refused (`PgtError::BadProt`) in both stages.
-/// `privileged` only matters for stage 1 (AP[1] clear: privileged-only access).
+/// `privileged` only matters for stage 1 (AP\[1\] clear: privileged-only access).
 /// The requested shareability is encoded as given; the architecture treats Device and
 /// Normal non-cacheable memory as outer shareable regardless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,7 +163,7 @@ pub struct Prot {
     pub write: bool,
     /// false => execute-never (stage 1: UXN and PXN; stage 2: XN).
     pub exec: bool,
-    /// Stage 1: privileged-only (AP[1] = 0). Otherwise AP[1] = 1.
+    /// Stage 1: privileged-only (AP\[1\] = 0). Otherwise AP\[1\] = 1.
     pub privileged: bool,
     pub mem: MemType,
     pub shareable: Shareability,

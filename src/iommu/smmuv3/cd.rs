@@ -44,14 +44,14 @@ pub const CD0_ASET: u64 = 1 << 47;
 pub const CD0_ASID_SHIFT: u32 = 48;
 pub const CD0_ASID_MASK: u64 = 0xffff << CD0_ASID_SHIFT;
 // ---- qword 1..4 ----
-/// TTB0[51:4].
+/// TTB0\[51:4\].
 pub const CD1_TTB0_MASK: u64 = ((1 << 52) - 1) & !0xf;
-/// qword 3 holds MAIR0 (bits [31:0]) and MAIR1 (bits [63:32]), i.e. a MAIR_EL1 image.
+/// qword 3 holds MAIR0 (bits \[31:0\]) and MAIR1 (bits \[63:32\]), i.e. a MAIR_EL1 image.
 pub const CD_MAIR_QWORD: usize = 3;
 /// qword 4 holds AMAIR0/AMAIR1.
 pub const CD_AMAIR_QWORD: usize = 4;
 
-/// Level-1 CD table descriptor: V bit 0, L2Ptr[51:12].
+/// Level-1 CD table descriptor: V bit 0, L2Ptr\[51:12\].
 pub const L1CD_V: u64 = 1;
 pub const L1CD_L2PTR_MASK: u64 = ((1 << 52) - 1) & !0xfff;
 

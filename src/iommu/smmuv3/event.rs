@@ -3,10 +3,10 @@
 //! Event numbers and record fields follow the Arm SMMUv3 specification (IHI 0070, §7.3
 //! "Event records"), cross-checked with Linux `arm-smmu-v3.h` (`EVTQ_*`, `EVT_ID_*`) and
 //! the Linux ivpu driver's full `IVPU_MMU_EVT_*` list. Common layout:
-//! dword 0: Type [7:0], SSV [11], SubstreamID [31:12], StreamID [63:32];
-//! dword 1: STAG [15:0], Stall [31], PnU [33], InD [34], RnW [35], S2 [39], CLASS [41:40];
-//! dword 2: InputAddr [63:0];
-//! dword 3: IPA [51:12] (translation-class faults) or FetchAddr [51:3] (fetch aborts).
+//! dword 0: Type \[7:0\], SSV \[11\], SubstreamID \[31:12\], StreamID \[63:32\];
+//! dword 1: STAG \[15:0\], Stall \[31\], PnU \[33\], InD \[34\], RnW \[35\], S2 \[39\], CLASS \[41:40\];
+//! dword 2: InputAddr \[63:0\];
+//! dword 3: IPA \[51:12\] (translation-class faults) or FetchAddr \[51:3\] (fetch aborts).
 
 use core::fmt;
 
@@ -336,7 +336,7 @@ pub const CERROR_ILL: u8 = 1;
 pub const CERROR_ABT: u8 = 2;
 pub const CERROR_ATC_INV_SYNC: u8 = 3;
 
-/// CMDQ_CONS.ERR (bits [30:24]), valid when GERROR.CMDQ_ERR is active.
+/// CMDQ_CONS.ERR (bits \[30:24\]), valid when GERROR.CMDQ_ERR is active.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmdqError {
     None,

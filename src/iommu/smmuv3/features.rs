@@ -281,7 +281,7 @@ impl Features {
         self.st_level == StLevel::TwoLevel
     }
 
-    /// Architecture version `(3, minor)`: SMMU_AIDR[7:0] = 0x00 is SMMUv3.0, 0x01 SMMUv3.1,
+    /// Architecture version `(3, minor)`: SMMU_AIDR\[7:0\] = 0x00 is SMMUv3.0, 0x01 SMMUv3.1,
     /// 0x02 SMMUv3.2, 0x03 SMMUv3.3 (ArchMajorRev = 0b0000 means SMMUv3.x).
     pub fn version(&self) -> (u8, u8) {
         (3, self.arch_minor)

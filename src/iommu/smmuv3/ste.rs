@@ -22,7 +22,7 @@ pub const STE0_CFG_SHIFT: u32 = 1;
 pub const STE0_CFG_MASK: u64 = 0b111 << STE0_CFG_SHIFT;
 pub const STE0_S1FMT_SHIFT: u32 = 4;
 pub const STE0_S1FMT_MASK: u64 = 0b11 << STE0_S1FMT_SHIFT;
-/// S1ContextPtr[51:6].
+/// S1ContextPtr\[51:6\].
 pub const STE0_S1CTXPTR_MASK: u64 = ((1 << 52) - 1) & !0x3f;
 pub const STE0_S1CDMAX_SHIFT: u32 = 59;
 pub const STE0_S1CDMAX_MASK: u64 = 0x1f << STE0_S1CDMAX_SHIFT;
@@ -44,7 +44,7 @@ pub const STE1_SHCFG_SHIFT: u32 = 44;
 pub const STE1_SHCFG_MASK: u64 = 0b11 << STE1_SHCFG_SHIFT;
 // ---- qword 2 ----
 pub const STE2_S2VMID_MASK: u64 = 0xffff;
-/// VTCR image at bits [50:32].
+/// VTCR image at bits \[50:32\].
 pub const STE2_VTCR_SHIFT: u32 = 32;
 pub const STE2_VTCR_MASK: u64 = 0x7ffff << STE2_VTCR_SHIFT;
 pub const STE2_S2T0SZ_SHIFT: u32 = 32;
@@ -63,16 +63,16 @@ pub const STE2_S2HA: u64 = 1 << 56;
 pub const STE2_S2S: u64 = 1 << 57;
 pub const STE2_S2R: u64 = 1 << 58;
 // ---- qword 3 ----
-/// S2TTB[51:4].
+/// S2TTB\[51:4\].
 pub const STE3_S2TTB_MASK: u64 = ((1 << 52) - 1) & !0xf;
 
-/// Level-1 stream table descriptor: Span[4:0], L2Ptr[51:6].
+/// Level-1 stream table descriptor: Span\[4:0\], L2Ptr\[51:6\].
 pub const L1STD_SPAN_MASK: u64 = 0x1f;
 pub const L1STD_L2PTR_MASK: u64 = ((1 << 52) - 1) & !0x3f;
 
 const PA_LIMIT: u64 = 1 << 52;
 
-/// STE.Config values (bits [3:1]).
+/// STE.Config values (bits \[3:1\]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SteConfig {
     /// 0b000: abort, no event recorded.
@@ -97,7 +97,7 @@ impl SteConfig {
             SteConfig::Nested => 0b111,
         }
     }
-    /// Decode Config; 0b001..0b011 are abort too (Config[2]==0), reported as `Abort`.
+    /// Decode Config; 0b001..0b011 are abort too (Config\[2\]==0), reported as `Abort`.
     pub const fn from_bits(b: u64) -> SteConfig {
         match b & 0b111 {
             0b100 => SteConfig::Bypass,
@@ -447,7 +447,7 @@ impl S2Cfg {
         Ok(())
     }
 
-    /// The VTCR image placed in STE qword 2 bits [50:32] (shifted down to bit 0).
+    /// The VTCR image placed in STE qword 2 bits \[50:32\] (shifted down to bit 0).
     pub fn vtcr(&self) -> u64 {
         (self.t0sz as u64 & 0x3f)
             | ((self.sl0 as u64 & 3) << 6)
