@@ -67,17 +67,10 @@ def host_bench():
 
 
 def qemu_bench(name, extra_args, bootargs, disk=None):
-    argv = run.base_args("qemu-virt")
-    argv = [a for a in argv]
-    argv[argv.index("-m") + 1] = "2G"
-    argv[argv.index("-smp") + 1] = "2"
-    if disk:
-        argv = [a.replace("file=build/disk.img", "file=" + disk) for a in argv]
-    else:
-        argv = [a.replace("file=build/disk.img", "file=" + run.DISK) for a in argv]
-        run.make_disk_image(run.DISK)
-    words = run.board_args("qemu-virt") + bootargs
-    argv += extra_args + ["-kernel", run.KERNEL, "-append", " ".join(words)]
+    if not disk:
+        disk = run.DISK
+        run.make_disk_image(disk)
+    argv = run.bench_argv(bootargs, disk, extra_args, mem="2G", smp=2)
     log = os.path.join(run.LOGS, f"bench-{name}.log")
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     open(log, "w").write(p.stdout + p.stderr)

@@ -200,6 +200,20 @@ def board_args(board):
     return [w for line in open(path) for w in line.split("#", 1)[0].split()]
 
 
+def bench_argv(bootargs, disk, extra=(), mem=None, smp=None):
+    """QEMU argv of a qemu-virt boot that runs one benchmark or profile workload (make
+    bench, make profile, make profile-qemu): the board's boot arguments and then
+    `bootargs`, `disk` as the virtio-blk drive (the caller makes it), `extra` QEMU options,
+    and `mem`/`smp` in place of the board's when given."""
+    argv = [a.replace(DISK_ARG, "file=" + disk) for a in base_args("qemu-virt")]
+    if mem:
+        argv[argv.index("-m") + 1] = mem
+    if smp:
+        argv[argv.index("-smp") + 1] = str(smp)
+    words = board_args("qemu-virt") + list(bootargs)
+    return argv + list(extra) + ["-kernel", KERNEL, "-append", " ".join(words)]
+
+
 def patch_dtb(boot, argv):
     """For boots with `dtb_overlay`: dump QEMU's own DTB for this exact machine,
     append the overlay source (dtc syntax, `&{/path}` to extend nodes), compile it and

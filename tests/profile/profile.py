@@ -40,14 +40,12 @@ def plugin():
 
 def boot(mode, n, fresh, dev, out):
     """Block counts of one `bench=loop` boot, and the image's load address."""
-    argv = run.base_args("qemu-virt")
-    argv = [a.replace(run.DISK_ARG, "file=" + run.DISK) for a in argv]
     run.make_disk_image(run.DISK)
-    words = run.board_args("qemu-virt") + ["bench=loop", f"mode={mode}", f"n={n}"] + (["fresh=1"] if fresh else [])
+    words = ["bench=loop", f"mode={mode}", f"n={n}"] + (["fresh=1"] if fresh else [])
     if dev != "edu":
         words += [f"dev={dev.split(':')[0]}"] + [f"size={s}" for s in dev.split(":")[1:]]
-    argv += ["-icount", "shift=0,align=off,sleep=off", "-plugin", f"{plugin()},out={out}"]
-    argv += ["-kernel", run.KERNEL, "-append", " ".join(words)]
+    icount = ["-icount", "shift=0,align=off,sleep=off", "-plugin", f"{plugin()},out={out}"]
+    argv = run.bench_argv(words, run.DISK, icount)
     p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     log = p.stdout + p.stderr
     open(os.path.join(run.LOGS, f"profile-{mode}-{n}.log"), "w").write(log)

@@ -44,13 +44,10 @@ DISK_SECTORS = 131072  # 64 MiB: n reads of `size` go round it
 
 
 def boot(mode, n, size, out):
-    argv = run.base_args("qemu-virt")
-    argv[argv.index("-m") + 1] = "2G"
     disk = os.path.join(run.LOGS, f"qemu-cost-{mode}-{n}.img")
-    argv = [a.replace(run.DISK_ARG, "file=" + disk) for a in argv]
     run.make_disk_image(disk, DISK_SECTORS)
-    words = run.board_args("qemu-virt") + ["bench=loop", "dev=virtio", f"mode={mode}", f"n={n}", f"size={size}"]
-    argv += ["-kernel", run.KERNEL, "-append", " ".join(words)]
+    words = ["bench=loop", "dev=virtio", f"mode={mode}", f"n={n}", f"size={size}"]
+    argv = run.bench_argv(words, disk, mem="2G")
     # fair-sched: the polling vCPU thread must not starve the I/O thread (valgrind runs
     # one thread at a time); smc-check: TCG writes the code it runs.
     vg = ["valgrind", "--tool=callgrind", "--fair-sched=yes", "--smc-check=all-non-file", "--callgrind-out-file=" + out]
