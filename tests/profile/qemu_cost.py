@@ -12,6 +12,8 @@ functions, such as smmuv3_translate itself, are not visible, their exported call
 `main_loop_wait` is the I/O thread's whole share of a read: the virtqueue, every
 translation the device asks for, and the completion. The vCPU thread's share is left out
 on purpose: the guest polls for completion, so its count grows with how long QEMU took.
+Its MMIO writes are counted (`memory_region_dispatch_write`): one doorbell per read, and in
+strict mode the CMDQ_PROD write, inside which QEMU's SMMU runs the TLBI and the CMD_SYNC.
 
   python3 tests/profile/qemu_cost.py [--modes bypass,lazy,strict] [--n 1000] [--size 4096]
 (SMMU_KERNEL=image to measure another build.) Needs valgrind; about a minute per mode.
@@ -39,6 +41,7 @@ FUNCTIONS = [
     ("smmu_iotlb_insert", "  IOTLB fills"),
     ("smmu_iotlb_inv_iova", "SMMU model: TLBI by address (strict's unmaps)"),
     ("smmu_iotlb_inv_asid_vmid", "SMMU model: TLBI by ASID (lazy's flushes)"),
+    ("memory_region_dispatch_write", "vCPU's MMIO writes: virtio doorbell, CMDQ_PROD (the SMMU runs the commands in it)"),
 ]
 DISK_SECTORS = 131072  # 64 MiB: n reads of `size` go round it
 
