@@ -293,9 +293,13 @@ impl<M: TableMemory> IoPageTable<M> {
             && pa & (size - 1) == 0
             && pa >> self.geo.oas == 0
             && let Ok(attrs) = leaf_attrs(self.cfg.stage, &prot)
-            && self.map_one(leaf, iova, pa, attrs)
         {
-            return Ok(());
+            if self.map_one(leaf, iova, pa, attrs) {
+                return Ok(());
+            }
+            if let Some(r) = self.map_one_new_tables(leaf, iova, pa, attrs) {
+                return r;
+            }
         }
         self.map_general(iova, pa, size, prot)
     }
@@ -902,6 +906,66 @@ impl<M: TableMemory> IoPageTable<M> {
         true
     }
 
+    /// `map_one` where tables are missing on the way (the first map into an empty part of
+    /// the tree: a new domain, a fresh 2 MiB of IOVA): the walk ends at an invalid entry of
+    /// an existing table; allocate the tables below it, each holding just the entry on the
+    /// path, and publish them with one store, as `map_level` publishes a fresh subtree. One
+    /// pass instead of the general path's check, pre-count and write passes. None: the walk
+    /// met something else (a block, a split in progress, or a leaf entry in use), and the
+    /// general path reports or handles it. Out of memory changes nothing.
+    fn map_one_new_tables(&mut self, leaf: u32, iova: u64, pa: u64, attrs: u64) -> Option<Result<(), PgtError>> {
+        let (mut level, mut t) = (self.geo.start, self.root());
+        let mut parent = None;
+        loop {
+            if level == leaf {
+                return None;
+            }
+            let idx = self.geo.index(level, iova);
+            let d = t.get(idx);
+            if d == 0 {
+                break;
+            }
+            if d & DESC_TYPE_MASK != DESC_TABLE {
+                return None;
+            }
+            parent = Some((t, idx, d));
+            t = self.table(d & ADDR_MASK);
+            level += 1;
+        }
+        // New tables for levels level+1 ..= leaf (at most three), all or none.
+        let need = (leaf - level) as usize;
+        let mut new = [(0u64, TablePtr::DANGLING); 3];
+        for i in 0..need {
+            match self.alloc() {
+                Ok(x) => new[i] = x,
+                Err(e) => {
+                    for &(tpa, nt) in &new[..i] {
+                        self.free_now(tpa, nt);
+                    }
+                    return Some(Err(e));
+                }
+            }
+        }
+        // Bottom up: the leaf, then each table entry pointing one level down.
+        let (_, lt) = new[need - 1];
+        lt.set(self.geo.index(leaf, iova), attrs | leaf_type(leaf) | pa);
+        self.sync(lt, 0, lt.entries());
+        for i in (0..need - 1).rev() {
+            let (_, nt) = new[i];
+            nt.set(self.geo.index(level + 1 + i as u32, iova), table_desc(new[i + 1].0, 1));
+            self.sync(nt, 0, nt.entries());
+        }
+        publish_barrier();
+        let idx = self.geo.index(level, iova);
+        t.set(idx, table_desc(new[0].0, 1));
+        self.sync(t, idx, 1);
+        if let Some((pt, pidx, d)) = parent {
+            // Only IGNORED bits change: no sync needed for the walker.
+            pt.set(pidx, count_up(d));
+        }
+        Some(Ok(()))
+    }
+
     /// Map a run of pages inside one existing leaf table: check that all are free, then write.
     /// Returns the number of entries added.
     #[inline(always)]
@@ -991,13 +1055,15 @@ impl<M: TableMemory> IoPageTable<M> {
         stash: &mut Stash,
         added: &mut u32,
     ) -> Result<(), PgtError> {
-        let g = self.geo;
-        let first = g.index(level, iova);
+        // Scalars, not a copy of the whole Geometry (this runs at every level).
+        let g = &self.geo;
+        let (first, pg_shift, granule) = (g.index(level, iova), g.pg_shift, g.page);
+        let (esz, leaf_ok, shift) = (g.entry_size(level), g.leaf_ok(level), g.shift(level));
         if level == LEAF_LEVEL {
             // The pre-check proved every entry invalid: plain stores, no reads.
-            let n = (size >> g.pg_shift) as usize;
+            let n = (size >> pg_shift) as usize;
             let page = attrs | DESC_PAGE;
-            let step = g.page;
+            let step = granule;
             let mut out = pa;
             for i in first..first + n {
                 t.set(i, page | out);
@@ -1009,8 +1075,6 @@ impl<M: TableMemory> IoPageTable<M> {
             }
             return Ok(());
         }
-        let esz = g.entry_size(level);
-        let leaf_ok = g.leaf_ok(level);
         let end = iova + size;
         let mut idx = first;
         let mut cur = iova;
@@ -1022,7 +1086,7 @@ impl<M: TableMemory> IoPageTable<M> {
             let d = if fresh { 0 } else { t.get(idx) };
             if d == 0 && chunk == esz && leaf_ok && cpa & (esz - 1) == 0 {
                 // A run of whole, aligned, invalid entries: blocks in a straight loop.
-                let whole = ((end - cur) >> g.shift(level)) as usize;
+                let whole = ((end - cur) >> shift) as usize;
                 let k = if fresh { whole } else { (1..whole).find(|&k| t.get(idx + k) != 0).unwrap_or(whole) };
                 let (blk, mut out) = (attrs | DESC_BLOCK, cpa);
                 for i in idx..idx + k {

@@ -909,6 +909,41 @@ fn map_out_of_memory_changes_nothing() {
     assert_eq!(p.tables_in_use(), 3 + 513);
 }
 
+#[test]
+fn one_leaf_into_missing_tables() {
+    // A page into an empty tree: L1, L2 and L3 tables, each with one entry.
+    let mut p = s1_4k48();
+    p.map(3 * GIB + 5 * K4, 0x7000, K4, Prot::RW).unwrap();
+    assert_eq!(p.tables_in_use(), 3);
+    assert_eq!(p.iova_to_phys(3 * GIB + 5 * K4 + 8), Some(0x7008));
+    assert_eq!(check_tree(&p), 3);
+    // Beside it: only an L3 table is missing; its L2 table counts one more entry.
+    p.map(3 * GIB + 2 * MIB, 0x9000, K4, Prot::RW).unwrap();
+    assert_eq!(p.tables_in_use(), 4);
+    assert_eq!(check_tree(&p), 4);
+    // A 1 GiB block: only the L1 table (there already).
+    p.map(GIB, GIB, GIB, Prot::RO).unwrap();
+    assert_eq!(p.tables_in_use(), 4);
+    assert_eq!(p.iova_to_phys(GIB + 123), Some(GIB + 123));
+    // Out of memory half-way down: nothing allocated stays, nothing maps.
+    let live = p.memory().live_tables();
+    p.mem.limit = Some(live + 1);
+    assert_eq!(p.map(600 * GIB, 0x1000, K4, Prot::RW), Err(PgtError::NoMemory));
+    assert_eq!(p.memory().live_tables(), live);
+    assert_eq!(p.iova_to_phys(600 * GIB), None);
+    assert_eq!(check_tree(&p), 4);
+    p.mem.limit = None;
+    // Everything unmaps again and every table goes.
+    unmap_all(&mut p, 0, 1 << 48);
+    assert_eq!(p.tables_in_use(), 0);
+    // A non-coherent walker sees the new tables whole before the entry that links them.
+    let c = Config { coherent_walk: false, ..cfg(Stage::S1, Granule::K4, 48, 48) };
+    let mut p = IoPageTable::new(c, Arena::tracking()).unwrap();
+    p.map(7 * GIB + 3 * K4, 0x5000, K4, Prot::RW).unwrap();
+    check_device_view(&p);
+    assert_eq!(p.tables_in_use(), 3);
+}
+
 // ------------------------------------------------------------------ non-coherent walker
 
 #[test]
