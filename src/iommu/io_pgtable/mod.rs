@@ -288,18 +288,36 @@ impl<M: TableMemory> IoPageTable<M> {
     pub fn map(&mut self, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<(), PgtError> {
         // Fast path (the DMA API's one page, or one block): a single leaf entry below tables
         // that already exist. Everything else, errors included, takes the general path.
-        if self.pending_splits == 0
-            && let Some(leaf) = self.geo.single_leaf(iova, size)
-            && pa & (size - 1) == 0
-            && pa >> self.geo.oas == 0
-            && let Ok(attrs) = leaf_attrs(self.cfg.stage, &prot)
+        if let Some((leaf, attrs)) = self.one_leaf(iova, pa, size, &prot)
+            && self.map_one(leaf, iova, pa, attrs)
         {
-            if self.map_one(leaf, iova, pa, attrs) {
-                return Ok(());
-            }
-            if let Some(r) = self.map_one_new_tables(leaf, iova, pa, attrs) {
-                return r;
-            }
+            return Ok(());
+        }
+        self.map_slow(iova, pa, size, prot)
+    }
+
+    /// The level and attributes of the single leaf entry that maps `[iova, iova + size)` to
+    /// `pa` with `prot`, if one entry can (a page or a block, all aligned, all in range).
+    #[inline(always)]
+    fn one_leaf(&self, iova: u64, pa: u64, size: u64, prot: &Prot) -> Option<(u32, u64)> {
+        if self.pending_splits != 0 {
+            return None;
+        }
+        let leaf = self.geo.single_leaf(iova, size)?;
+        if pa & (size - 1) != 0 || pa >> self.geo.oas != 0 {
+            return None;
+        }
+        Some((leaf, leaf_attrs(self.cfg.stage, prot).ok()?))
+    }
+
+    /// `map` when the one-entry fast path did not do it: one leaf below missing tables, or
+    /// the general path. Kept out of line so that the fast path stays small.
+    #[inline(never)]
+    fn map_slow(&mut self, iova: u64, pa: u64, size: u64, prot: Prot) -> Result<(), PgtError> {
+        if let Some((leaf, attrs)) = self.one_leaf(iova, pa, size, &prot)
+            && let Some(r) = self.map_one_new_tables(leaf, iova, pa, attrs)
+        {
+            return r;
         }
         self.map_general(iova, pa, size, prot)
     }
