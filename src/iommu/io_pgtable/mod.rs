@@ -868,6 +868,15 @@ impl<M: TableMemory> IoPageTable<M> {
     /// index, descriptor; `None` for the root), if tables lead all the way there.
     #[inline(always)]
     fn leaf_table(&self, leaf: u32, iova: u64) -> Option<(TablePtr, Option<ParentEntry>)> {
+        let (level, t, parent) = self.walk_tables(leaf, iova);
+        (level == leaf).then_some((t, parent))
+    }
+
+    /// Walk towards `iova` through table entries, down to level `leaf` at most: the level
+    /// reached, its table, and the entry pointing to that table (`None` for the root). Below
+    /// `leaf`, the walk stopped at an entry that is not a table.
+    #[inline(always)]
+    fn walk_tables(&self, leaf: u32, iova: u64) -> (u32, TablePtr, Option<ParentEntry>) {
         let g = &self.geo;
         let (mut level, mut t) = (g.start, self.root());
         let mut parent = None;
@@ -875,13 +884,13 @@ impl<M: TableMemory> IoPageTable<M> {
             let idx = g.index(level, iova);
             let d = t.get(idx);
             if d & DESC_TYPE_MASK != DESC_TABLE {
-                return None;
+                break;
             }
             parent = Some((t, idx, d));
             t = self.table(d & ADDR_MASK);
             level += 1;
         }
-        Some((t, parent))
+        (level, t, parent)
     }
 
     /// `leaf_table`, through the walk cache for pages (level 3 below at least one table),
@@ -932,23 +941,10 @@ impl<M: TableMemory> IoPageTable<M> {
     /// met something else (a block, a split in progress, or a leaf entry in use), and the
     /// general path reports or handles it. Out of memory changes nothing.
     fn map_one_new_tables(&mut self, leaf: u32, iova: u64, pa: u64, attrs: u64) -> Option<Result<(), PgtError>> {
-        let (mut level, mut t) = (self.geo.start, self.root());
-        let mut parent = None;
-        loop {
-            if level == leaf {
-                return None;
-            }
-            let idx = self.geo.index(level, iova);
-            let d = t.get(idx);
-            if d == 0 {
-                break;
-            }
-            if d & DESC_TYPE_MASK != DESC_TABLE {
-                return None;
-            }
-            parent = Some((t, idx, d));
-            t = self.table(d & ADDR_MASK);
-            level += 1;
+        let (level, t, parent) = self.walk_tables(leaf, iova);
+        let idx = self.geo.index(level, iova);
+        if level == leaf || t.get(idx) != 0 {
+            return None;
         }
         // New tables for levels level+1 ..= leaf (at most three), all or none.
         let need = (leaf - level) as usize;
@@ -974,7 +970,6 @@ impl<M: TableMemory> IoPageTable<M> {
             self.sync(nt, 0, nt.entries());
         }
         publish_barrier();
-        let idx = self.geo.index(level, iova);
         t.set(idx, table_desc(new[0].0, 1));
         self.sync(t, idx, 1);
         if let Some((pt, pidx, d)) = parent {
