@@ -327,8 +327,7 @@ pub fn unmap_single(dev: &DmaDevice, dma: u64, len: usize, dir: Direction) -> Re
     };
     let did = d.id;
     if strict() {
-        io.unmap(did, start, size).map_err(not_mapped)?;
-        let d = io.domain(did)?;
+        d.unmap_strict(start, size).map_err(not_mapped)?;
         let Some(a) = d.iova.as_mut() else { return Err(IommuError::NotTranslated(did).into()) };
         a.free(start).map_err(IommuError::from)?;
         return Ok(());

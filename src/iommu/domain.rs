@@ -153,6 +153,37 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// Strict unmap: the range leaves the table and the TLB before this returns (one
+    /// invalidation, one CMD_SYNC); returns the bytes unmapped.
+    pub fn unmap_strict(&mut self, iova: u64, size: u64) -> Result<u64, IommuError> {
+        self.unmap_gathered(false, |pgt, g| pgt.unmap(iova, size, g))
+    }
+
+    /// The strict unmap protocol: `unmaps` records into one gather on the domain's stage-1
+    /// (or only) table, or its stage-2 table (`s2`); then the invalidation and its CMD_SYNC,
+    /// then `complete`. An error from `unmaps` returns at once (the table changed nothing).
+    fn unmap_gathered<R>(
+        &mut self,
+        s2: bool,
+        unmaps: impl FnOnce(&mut Pgt, &mut Gather) -> Result<R, PgtError>,
+    ) -> Result<R, IommuError> {
+        let (asid, vmid, smmu, stage) = (self.asid, self.vmid, self.smmu, self.stage);
+        let Some(pgt) = (if s2 { self.s2.as_mut() } else { self.pgt.as_mut() }) else {
+            return Err(IommuError::NotTranslated(self.id));
+        };
+        let mut g = Gather::new();
+        let out = unmaps(pgt, &mut g)?;
+        let table_stage = if s2 || stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
+        let nested = stage == Stage::Nested;
+        let Some(r) = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid)) else {
+            return Err(IommuError::NoSuchSmmu(smmu));
+        };
+        // Even if the invalidation failed, finish the gather so no table leaks.
+        pgt.complete(&mut g)?;
+        r?;
+        Ok(out)
+    }
+
     /// Lazy unmap: the range leaves the table now; its invalidation (and the IOVA's
     /// reuse) waits for `flush_lazy`, unless the same mapping is made again meanwhile
     /// (`map_lazy_identical`).
@@ -655,7 +686,7 @@ impl Iommu {
     }
 
     fn unmap_table(&mut self, did: DomainId, iova: u64, size: u64, s2: bool) -> Result<u64, IommuError> {
-        self.unmap_gathered(did, s2, |pgt, g| pgt.unmap(iova, size, g))
+        self.domain(did)?.unmap_gathered(s2, |pgt, g| pgt.unmap(iova, size, g))
     }
 
     /// Unmap several ranges of the domain's (stage-1, or only) table behind one invalidation
@@ -669,36 +700,8 @@ impl Iommu {
         did: DomainId,
         ranges: &[(u64, u64)],
     ) -> Result<Vec<Result<u64, PgtError>>, IommuError> {
-        self.unmap_gathered(did, false, |pgt, g| {
-            Ok(ranges.iter().map(|&(iova, size)| pgt.unmap(iova, size, g)).collect())
-        })
-    }
-
-    /// The strict unmap protocol: `unmaps` records into one gather on the domain's stage-1
-    /// (or only) table, or its stage-2 table (`s2`); then the invalidation and its CMD_SYNC,
-    /// then `complete`. An error from `unmaps` returns at once (the table changed nothing).
-    fn unmap_gathered<R>(
-        &mut self,
-        did: DomainId,
-        s2: bool,
-        unmaps: impl FnOnce(&mut Pgt, &mut Gather) -> Result<R, PgtError>,
-    ) -> Result<R, IommuError> {
-        let d = self.domain(did)?;
-        let (asid, vmid, smmu, stage) = (d.asid, d.vmid, d.smmu, d.stage);
-        let Some(pgt) = (if s2 { d.s2.as_mut() } else { d.pgt.as_mut() }) else {
-            return Err(IommuError::NotTranslated(did));
-        };
-        let mut g = Gather::new();
-        let out = unmaps(pgt, &mut g)?;
-        let table_stage = if s2 || stage == Stage::S2 { Stage::S2 } else { Stage::S1 };
-        let nested = stage == Stage::Nested;
-        let Some(r) = registry::with_smmu(smmu, |dev| flush_gather(dev, &g, table_stage, nested, asid, vmid)) else {
-            return Err(IommuError::NoSuchSmmu(smmu));
-        };
-        // Even if the invalidation failed, finish the gather so no table leaks.
-        pgt.complete(&mut g)?;
-        r?;
-        Ok(out)
+        self.domain(did)?
+            .unmap_gathered(false, |pgt, g| Ok(ranges.iter().map(|&(iova, size)| pgt.unmap(iova, size, g)).collect()))
     }
 
     /// Test hook: unmap without any TLB invalidation, to prove that the
