@@ -935,20 +935,7 @@ fn bench_loop(args: &BootArgs) -> u32 {
             return 1;
         }
     };
-    let r = match args.get("dev") {
-        None | Some("edu") => {
-            let edus = EDUS.lock();
-            let dev = edus.first().map(|e| &e.dma).ok_or("no edu device");
-            dev.map_err(String::from).and_then(|dev| map_unmap_loop(dev, mode, n, fresh))
-        }
-        Some("virtio") => {
-            let mut blks = crate::drivers::VIRTIO_BLKS.lock();
-            let b = blks.first_mut().ok_or("no virtio-blk device");
-            b.map_err(String::from).and_then(|b| virtio_loop(b, mode, n, size))
-        }
-        Some(d) => Err(alloc::format!("unknown dev {d} (edu or virtio)")),
-    };
-    match r {
+    let report = |r: Result<u64, String>| match r {
         Ok(t) => {
             kprintln!("bench: loop: {n} rounds, {}, {} ns each", mode.name(), timer::ticks_to_ns(t) / n.max(1));
             0
@@ -957,6 +944,15 @@ fn bench_loop(args: &BootArgs) -> u32 {
             kprintln!("bench: loop: {e}");
             1
         }
+    };
+    match args.get("dev") {
+        None | Some("edu") => with_edu(|dev| report(map_unmap_loop(dev, mode, n, fresh))),
+        Some("virtio") => {
+            let mut blks = crate::drivers::VIRTIO_BLKS.lock();
+            let b = blks.first_mut().ok_or("no virtio-blk device");
+            report(b.map_err(String::from).and_then(|b| virtio_loop(b, mode, n, size)))
+        }
+        Some(d) => report(Err(alloc::format!("unknown dev {d} (edu or virtio)"))),
     }
 }
 
