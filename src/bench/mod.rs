@@ -917,20 +917,25 @@ fn with_edu(f: impl FnOnce(&DmaDevice) -> u32) -> u32 {
 /// outside profiler (`make profile`) to attribute: `mode=strict|lazy|bypass` (default lazy),
 /// and either map+unmap of one page (`fresh=1`: rotating over more pages than a lazy batch
 /// holds), or with `dev=virtio` a virtio-blk read of `size` bytes (default 4096) into one
-/// buffer. Prints the mean ns per round.
+/// buffer (`mode=premapped` too: a buffer mapped once, as the throughput bench's ceiling;
+/// `cold=1`: before every read, time a map+unmap of another page twice, to show what the DMA
+/// API costs right after a read against the same call warm). Prints the mean ns per round.
 fn bench_loop(args: &BootArgs) -> u32 {
     let mode = match args.get("mode") {
         None | Some("lazy") => Mode::Lazy,
         Some("strict") => Mode::Strict,
         Some("bypass") => Mode::Bypass,
+        Some("premapped") => Mode::Premapped,
         Some(m) => {
-            kprintln!("bench: loop: unknown mode {m} (strict, lazy or bypass)");
+            kprintln!("bench: loop: unknown mode {m} (strict, lazy, bypass or premapped)");
             return 1;
         }
     };
-    let (n, fresh, size) = match (args.number("n"), args.flag("fresh"), args.number("size")) {
-        (Ok(n), Ok(f), Ok(s)) => (n.unwrap_or(20_000), f.unwrap_or(false), s.unwrap_or(4096) as usize),
-        (Err(v), _, _) | (_, Err(v), _) | (_, _, Err(v)) => {
+    let (n, fresh, size, cold) = match (args.number("n"), args.flag("fresh"), args.number("size"), args.flag("cold")) {
+        (Ok(n), Ok(f), Ok(s), Ok(c)) => {
+            (n.unwrap_or(20_000), f.unwrap_or(false), s.unwrap_or(4096) as usize, c == Some(true))
+        }
+        (Err(v), ..) | (_, Err(v), ..) | (.., Err(v), _) | (.., Err(v)) => {
             kprintln!("bench: loop: bad value {v}");
             return 1;
         }
@@ -946,11 +951,12 @@ fn bench_loop(args: &BootArgs) -> u32 {
         }
     };
     match args.get("dev") {
+        None | Some("edu") if mode == Mode::Premapped => report(Err("premapped is for dev=virtio".into())),
         None | Some("edu") => with_edu(|dev| report(map_unmap_loop(dev, mode, n, fresh))),
         Some("virtio") => {
             let mut blks = crate::drivers::VIRTIO_BLKS.lock();
             let b = blks.first_mut().ok_or("no virtio-blk device");
-            report(b.map_err(String::from).and_then(|b| virtio_loop(b, mode, n, size)))
+            report(b.map_err(String::from).and_then(|b| virtio_loop(b, mode, n, size, cold)))
         }
         Some(d) => report(Err(alloc::format!("unknown dev {d} (edu or virtio)"))),
     }
@@ -975,30 +981,57 @@ fn map_unmap_loop(dev: &DmaDevice, mode: Mode, n: u64, fresh: bool) -> Result<u6
 }
 
 /// Ticks of `n` virtio-blk reads of `size` bytes (the disk's first sectors, in turn) into
-/// one buffer in `mode`.
-fn virtio_loop(b: &mut VirtioBlk, mode: Mode, n: u64, size: usize) -> Result<u64, String> {
-    let mut buf = page_buf(size)?;
+/// one buffer in `mode` (premapped: one `alloc_buf` buffer). `cold`: before each read, a
+/// map+unmap of another page, timed, then a second one (not in the ticks returned).
+fn virtio_loop(b: &mut VirtioBlk, mode: Mode, n: u64, size: usize, cold: bool) -> Result<u64, String> {
+    let mut pb = page_buf(size)?;
+    let other = page_buf(4096)?;
+    // [first after a read, second] ticks of the `cold` map+unmaps.
+    let mut pairs = [0u64; 2];
     let modes = Modes::virtio(&b.dma)?;
-    let r = virtio_switch(b, &modes, mode, buf.as_mut_slice()).and_then(|()| {
+    let r = virtio_switch(b, &modes, mode, pb.as_mut_slice()).and_then(|()| {
+        let mut cb = match mode {
+            Mode::Premapped => Some(b.alloc_buf(size).map_err(|e| alloc::format!("premapped buffer: {e}"))?),
+            _ => None,
+        };
+        let buf = match cb.as_mut() {
+            Some(c) => c.as_mut_slice(),
+            None => pb.as_mut_slice(),
+        };
         let per = (size / SECTOR_SIZE) as u64;
         let reads = (b.capacity() / per).max(1);
         // By phase too: under -icount the wait is host time spent polling, the rest is exact.
         b.phases = Some(Phases::default());
+        let ft0 = dma::flush_timer_stats();
         let t0 = timer::ticks();
         for i in 0..n {
+            if cold {
+                for ticks in pairs.iter_mut() {
+                    let t0 = timer::ticks();
+                    map_unmap_page(&b.dma, other.pa)?;
+                    *ticks += timer::ticks() - t0;
+                }
+            }
             let s = (i % reads) * per;
-            b.read_blocks(s, buf.as_mut_slice()).map_err(|e| alloc::format!("read at sector {s}: {e}"))?;
+            b.read_blocks(s, buf).map_err(|e| alloc::format!("read at sector {s}: {e}"))?;
         }
-        let t = timer::ticks() - t0;
+        let t = timer::ticks() - t0 - pairs.iter().sum::<u64>();
         let p = b.phases.take().unwrap_or_default();
         let per_read = |x: u64| timer::ticks_to_ns(x) / p.requests.max(1);
+        let ft = dma::flush_timer_stats();
         kprintln!(
-            "bench: loop: per read, submit {} ns, wait {} ns ({} polls), complete {} ns",
+            "bench: loop: per read, submit {} ns, wait {} ns ({} polls), complete {} ns; flush timer ran {} times ({} retries)",
             per_read(p.submit),
             per_read(p.wait),
             p.polls / p.requests.max(1),
-            per_read(p.complete)
+            per_read(p.complete),
+            ft.flushes - ft0.flushes,
+            ft.retries - ft0.retries
         );
+        if cold {
+            let [first, again] = pairs.map(|x| timer::ticks_to_ns(x) / n.max(1));
+            kprintln!("bench: loop: map+unmap of another page right after a read {first} ns, at once again {again} ns");
+        }
         Ok(t)
     });
     let q = b.quiesce().map_err(|e| alloc::format!("quiesce: {e}"));

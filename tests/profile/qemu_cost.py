@@ -15,7 +15,7 @@ on purpose: the guest polls for completion, so its count grows with how long QEM
 Its MMIO writes are counted (`memory_region_dispatch_write`): one doorbell per read, and in
 strict mode the CMDQ_PROD write, inside which QEMU's SMMU runs the TLBI and the CMD_SYNC.
 
-  python3 tests/profile/qemu_cost.py [--modes bypass,lazy,strict] [--n 1000] [--size 4096]
+  python3 tests/profile/qemu_cost.py [--modes bypass,lazy,strict,premapped] [--n 1000] [--size 4096]
 (SMMU_KERNEL=image to measure another build.) Needs valgrind; about a minute per mode.
 """
 import argparse
@@ -78,7 +78,7 @@ def inclusive(out):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--modes", default="bypass,lazy,strict", help="comma-separated: bypass, lazy, strict")
+    ap.add_argument("--modes", default="bypass,lazy,strict", help="comma-separated: bypass, lazy, strict, premapped")
     ap.add_argument("--n", type=int, default=1000, help="reads per boot")
     ap.add_argument("--size", type=int, default=4096, help="bytes per read")
     a = ap.parse_args()
