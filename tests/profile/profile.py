@@ -113,7 +113,7 @@ def profile(elf, mode, n, fresh, dev, lines, top):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--modes", default="lazy,bypass", help="comma-separated: strict, lazy, bypass")
+    ap.add_argument("--modes", default="lazy,bypass", help="comma-separated: strict, lazy, bypass (premapped with --dev virtio)")
     ap.add_argument("--fresh", action="store_true", help="rotate over more pages than a lazy batch")
     ap.add_argument("--n", type=int, default=20000, help="rounds per boot")
     ap.add_argument("--dev", default="edu", help="edu (map+unmap of a page) or virtio[:bytes] (virtio-blk reads)")
