@@ -10,7 +10,7 @@ use crate::arch::{self, timer};
 use crate::bootargs::BootArgs;
 use crate::dma::{self, Direction, DmaDevice, Path};
 use crate::drivers::EDUS;
-use crate::drivers::virtio_blk::{Phases, SECTOR_SIZE, VirtioBlk};
+use crate::drivers::virtio_blk::{DmaBuf, Phases, SECTOR_SIZE, VirtioBlk};
 use crate::drivers::{DmaEngine, EduDev};
 use crate::iommu::domain::{DomainId, MasterId};
 use crate::iommu::domain::{DomainType, IOMMU, IommuError, NO_RIL, Stage};
@@ -572,10 +572,16 @@ fn virtio_run(
         return traffic(modes.smmu, || virtio_read_range(b, buf.as_mut_slice(), sector, reads));
     }
     let len = buf.as_mut_slice().len();
-    match b.alloc_buf(len) {
+    match premapped_buf(b, len) {
         Ok(mut cb) => traffic(modes.smmu, || virtio_read_range(b, cb.as_mut_slice(), sector, reads)),
-        Err(e) => (Err(alloc::format!("premapped buffer: {e}")), Traffic::default()),
+        Err(e) => (Err(e), Traffic::default()),
     }
+}
+
+/// `Mode::Premapped`'s buffer: `len` bytes mapped for the device once (`alloc_buf`), until
+/// it is dropped.
+fn premapped_buf(b: &mut VirtioBlk, len: usize) -> Result<DmaBuf, String> {
+    b.alloc_buf(len).map_err(|e| alloc::format!("premapped buffer: {e}"))
 }
 
 /// PASSES more rounds of `reads` reads per mode (the order rotated every round), the
@@ -991,7 +997,7 @@ fn virtio_loop(b: &mut VirtioBlk, mode: Mode, n: u64, size: usize, cold: bool) -
     let modes = Modes::virtio(&b.dma)?;
     let r = virtio_switch(b, &modes, mode, pb.as_mut_slice()).and_then(|()| {
         let mut cb = match mode {
-            Mode::Premapped => Some(b.alloc_buf(size).map_err(|e| alloc::format!("premapped buffer: {e}"))?),
+            Mode::Premapped => Some(premapped_buf(b, size)?),
             _ => None,
         };
         let buf = match cb.as_mut() {
